@@ -1,0 +1,236 @@
+"""Stack profiles: load profiles/*.yaml, validate them against the schema, and answer questions about them.
+
+A profile is data only. Code asks the profile for versions, object names and budgets; it never hard-codes them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import yaml
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+SCHEMA_PATH = Path(__file__).resolve().parent / "profile_schema.yaml"
+
+# Install order when profiles do not say otherwise: each component after those it depends on.
+COMPONENT_ORDER = ("cert-manager", "istio", "knative", "kserve")
+DEFAULT_DEPENDENCIES = {
+    "cert-manager": [],
+    "istio": [],
+    "knative": ["istio"],
+    "kserve": ["cert-manager", "knative"],
+}
+
+
+class ProfileError(Exception):
+    """A profile that cannot be used, with the file and the field at fault."""
+
+    def __init__(self, message: str, path: Path | None = None, field: str | None = None):
+        self.path, self.field = path, field
+        where = f"profile {path}" if path else "profile"
+        if field:
+            where += f", field '{field}'"
+        super().__init__(f"{where}: {message}")
+
+
+def available_profiles(directory: Path = PROFILES_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def resolve_profile_path(name_or_path: str, directory: Path = PROFILES_DIR) -> Path:
+    """A profile is named (profiles/NAME.yaml) or given as a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not candidate.is_file():
+            raise ProfileError(f"file not found: {candidate}")
+        return candidate
+    path = directory / f"{name_or_path}.yaml"
+    if not path.is_file():
+        names = ", ".join(available_profiles(directory)) or "(none)"
+        raise ProfileError(f"unknown profile '{name_or_path}'; available profiles: {names}")
+    return path
+
+
+def _schema() -> dict:
+    with SCHEMA_PATH.open() as f:
+        return yaml.safe_load(f)
+
+
+def _field_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def validate(data: Any, path: Path | None = None) -> None:
+    if not isinstance(data, dict):
+        raise ProfileError("must be a YAML mapping", path)
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(list(e.absolute_path)), str(e.absolute_path)))
+    if errors:
+        first = errors[0]
+        # For "additionalProperties" the offending key is in the message, not in the path.
+        raise ProfileError(first.message, path, _field_path(first))
+    _validate_semantics(data, path)
+
+
+def _validate_semantics(data: dict, path: Path | None) -> None:
+    k = data["kubernetes"]
+    if _minor(k["min"]) > _minor(k["max"]):
+        raise ProfileError(f"min {k['min']} is above max {k['max']}", path, "kubernetes")
+    components = data["components"]
+    for name, comp in components.items():
+        for dep in comp.get("depends_on", []):
+            if dep == name:
+                raise ProfileError("a component cannot depend on itself", path, f"components.{name}.depends_on")
+        install = comp["install"]
+        if not install.get("helm") and not install.get("manifests"):
+            raise ProfileError("needs helm releases or manifests", path, f"components.{name}.install")
+    if "kserve" in components and "iris" not in data:
+        raise ProfileError("a profile with kserve needs the 'iris' check settings", path, "iris")
+
+
+def _minor(version: str) -> int:
+    return int(version.split(".")[1])
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    data: dict
+
+    @property
+    def version(self) -> str:
+        return self.data["version"]
+
+    @property
+    def inventory(self) -> dict:
+        return self.data["inventory"]
+
+    @property
+    def helm_releases(self) -> list[dict]:
+        return self.data["install"].get("helm", [])
+
+    @property
+    def manifests(self) -> list[dict]:
+        return self.data["install"].get("manifests", [])
+
+    @property
+    def patches(self) -> list[dict]:
+        return self.data["install"].get("patches", [])
+
+    @property
+    def version_probe(self) -> dict:
+        return self.data["version_probe"]
+
+    @property
+    def readiness_gates(self) -> dict:
+        return self.data.get("readiness_gates", {})
+
+    @property
+    def admission_probes(self) -> list[dict]:
+        return self.data.get("admission_probes", [])
+
+    @property
+    def depends_on(self) -> list[str]:
+        return self.data.get("depends_on", DEFAULT_DEPENDENCIES.get(self.name, []))
+
+
+class Profile:
+    def __init__(self, data: dict, path: Path | None = None):
+        validate(data, path)
+        self.data = data
+        self.path = path
+
+    @classmethod
+    def load(cls, name_or_path: str, directory: Path = PROFILES_DIR) -> "Profile":
+        path = resolve_profile_path(name_or_path, directory)
+        try:
+            with path.open() as f:
+                data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ProfileError(f"is not valid YAML: {e}", path) from None
+        return cls(data, path)
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def kind(self) -> dict:
+        return self.data["kind"]
+
+    @property
+    def kubernetes_range(self) -> tuple[str, str]:
+        k = self.data["kubernetes"]
+        return k["min"], k["max"]
+
+    def supports_kubernetes(self, server_minor: int) -> bool:
+        lo, hi = self.kubernetes_range
+        return _minor(lo) <= server_minor <= _minor(hi)
+
+    @property
+    def budgets(self) -> dict[str, float]:
+        return self.data["budgets"]
+
+    @property
+    def iris(self) -> dict | None:
+        return self.data.get("iris")
+
+    @property
+    def image_overrides(self) -> dict[str, str]:
+        return self.data.get("image_overrides", {})
+
+    @property
+    def registry_overrides(self) -> dict[str, str]:
+        return self.data.get("registry_overrides", {})
+
+    @property
+    def known_limitations(self) -> list[dict]:
+        return self.data.get("known_limitations", [])
+
+    @cached_property
+    def components(self) -> dict[str, Component]:
+        return {name: Component(name, data) for name, data in self.data["components"].items()}
+
+    def has(self, component: str) -> bool:
+        return component in self.components
+
+    def versions(self) -> dict[str, str]:
+        return {name: c.version for name, c in self.components.items()}
+
+    def install_order(self) -> list[Component]:
+        """Components in dependency order; dependencies the profile does not hold are assumed present."""
+        ordered: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in ordered or name not in self.components:
+                return
+            if name in visiting:
+                raise ProfileError(f"dependency cycle through {name}", self.path, "components")
+            visiting.add(name)
+            for dep in self.components[name].depends_on:
+                visit(dep)
+            visiting.discard(name)
+            ordered.append(name)
+
+        for name in sorted(self.components, key=lambda n: COMPONENT_ORDER.index(n)):
+            visit(name)
+        return [self.components[n] for n in ordered]
+
+    # Inventory, merged over components: what suites assert and what the twin is seeded from.
+    def inventory(self, key: str) -> Iterator[tuple[str, Any]]:
+        for comp in self.install_order():
+            for item in comp.inventory.get(key, []):
+                yield comp.name, item
+
+    @property
+    def gateway(self) -> dict | None:
+        for comp in self.components.values():
+            if "gateway" in comp.inventory:
+                return comp.inventory["gateway"]
+        return None
