@@ -1,0 +1,110 @@
+"""pytest plugin: where allure-results go, and the end-of-session report files.
+
+Registered from the root conftest.py (`pytest_plugins = ["reports.plugin"]`).
+
+- pytest_configure (tryfirst, so it runs before allure-pytest's own pytest_configure reads `allure_report_dir`):
+  when --alluredir was not given, results go to <rootdir>/reports/allure-results; in the controller (or a run without
+  xdist) stale files are removed from that default directory first, so the sign-off reflects only this run. An explicit
+  --alluredir is left alone (use allure's --clean-alluredir).
+- finalize(config, run): called by the lead's session-finish code on the controller after kstack-run.json is written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reports.allure_meta import write_categories, write_environment, write_executor
+from reports.signoff import summary_line, write_signoff
+
+DEFAULT_RESULTS = Path("reports") / "allure-results"
+DEFAULT_SIGNOFF = Path("reports") / "out"
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def default_results_dir(config: pytest.Config) -> Path:
+    return Path(config.rootpath) / DEFAULT_RESULTS
+
+
+SUITES_DIR = "suites"
+
+
+def acceptance_run(config: pytest.Config) -> bool:
+    """Whether this pytest run selects acceptance suites (paths under suites/), not only the suite's own tests."""
+    suites = (Path(config.rootpath) / SUITES_DIR).resolve()
+    for arg in config.args:
+        path = (Path(config.invocation_params.dir) / str(arg).split("::")[0]).resolve()
+        if path == suites or suites in path.parents:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite's own tests (tests/) write no allure results of their own unless asked with --alluredir.
+    if getattr(config.option, "allure_report_dir", None) or not acceptance_run(config):
+        return
+    target = default_results_dir(config)
+    config.option.allure_report_dir = str(target)
+    if _is_worker(config) or getattr(config.option, "collectonly", False):
+        return
+    clean_results_dir(target)
+
+
+def clean_results_dir(path: Path) -> None:
+    """Remove everything inside path (not path itself)."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            try:
+                child.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def results_dir(config: pytest.Config) -> Path:
+    """The allure results directory of this run (absolute)."""
+    value = getattr(config.option, "allure_report_dir", None)
+    return Path(os.path.abspath(value)) if value else default_results_dir(config)
+
+
+def signoff_dir(config: pytest.Config) -> Path:
+    try:
+        value = config.getoption("signoff_dir")
+    except ValueError:  # option not registered (yet)
+        value = None
+    if not value:
+        return Path(config.rootpath) / DEFAULT_SIGNOFF
+    return Path(os.path.abspath(value))
+
+
+def finalize(config: pytest.Config, run: dict[str, Any] | None) -> list[Path]:
+    """Write environment.properties, executor.json, categories.json into the results dir, then the sign-off into
+    --signoff-dir; print a one-line summary. A no-op (returns []) in xdist workers."""
+    if _is_worker(config):
+        return []
+    rdir = results_dir(config)
+    rdir.mkdir(parents=True, exist_ok=True)
+    write_environment(rdir, run or {})
+    write_executor(rdir)
+    write_categories(rdir)
+    paths = write_signoff(rdir, signoff_dir(config))
+    doc = json.loads(paths[0].read_text(encoding="utf-8"))
+    line = summary_line(doc, paths)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, bold=True, red=doc["verdict"] == "FAIL", green=doc["verdict"] == "PASS")
+    else:
+        print(line)
+    return paths

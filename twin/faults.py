@@ -1,0 +1,129 @@
+"""Twin faults: `--twin-fault KIND[:TARGET]`, parsed against the profile so a typo fails loudly and early."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+# kind -> (target description or None, effect)
+KINDS = {
+    "crashloop": ("NS/DEPLOYMENT", "the Deployment's pods restart in a loop (CrashLoopBackOff)"),
+    "imagepull": ("NS/DEPLOYMENT", "one container of the Deployment's pods waits in ImagePullBackOff"),
+    "crd-missing": ("CRD", "the CRD is never created"),
+    "cabundle-invalid": ("WEBHOOKCONFIG", "the webhook configuration's caBundle holds a different CA"),
+    "cert-stuck": (None, "no Certificate ever becomes Ready"),
+    "cert-wrong-san": (None, "issued certificates carry wrong DNS names"),
+    "isvc-stuck": (None, "no InferenceService ever becomes Ready"),
+    "predict-wrong": (None, "the model server answers with a wrong model"),
+    "api-flaky": ("RATE", "that fraction of API requests fails with a transient error"),
+    "watch-drop": (None, "API watches are dropped"),
+}
+
+
+class FaultSpecError(ValueError):
+    """A --twin-fault that names an unknown kind or a target the profile does not contain."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    target: str | None = None
+    rate: float | None = None
+
+    @property
+    def namespace(self) -> str | None:
+        return self.target.split("/", 1)[0] if self.target and "/" in self.target else None
+
+    @property
+    def name(self) -> str | None:
+        return self.target.split("/", 1)[1] if self.target and "/" in self.target else self.target
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.target}" if self.target else self.kind
+
+
+def _valid_kinds() -> str:
+    return ", ".join(f"{k}:{t}" if t else k for k, (t, _) in KINDS.items())
+
+
+def parse_fault(spec: str, profile=None) -> Fault:
+    if isinstance(spec, Fault):
+        return spec
+    text = str(spec).strip()
+    kind, sep, target = text.partition(":")
+    kind, target = kind.strip(), target.strip()
+    if kind not in KINDS:
+        raise FaultSpecError(f"unknown twin fault kind {kind!r} in {text!r}; valid kinds: {_valid_kinds()}")
+    wanted, _ = KINDS[kind]
+    if wanted is None:
+        if sep:
+            raise FaultSpecError(f"twin fault {kind!r} takes no target, got {text!r}")
+        return Fault(kind)
+    if not target:
+        raise FaultSpecError(f"twin fault {kind!r} needs a target: {kind}:{wanted}")
+    if kind == "api-flaky":
+        try:
+            rate = float(target)
+        except ValueError:
+            rate = -1.0
+        if not 0.0 < rate <= 1.0:
+            raise FaultSpecError(f"twin fault api-flaky needs a RATE in (0, 1], got {target!r}")
+        return Fault(kind, target, rate)
+    if profile is not None:
+        _check_target(kind, target, profile)
+    return Fault(kind, target)
+
+
+def _check_target(kind: str, target: str, profile) -> None:
+    if kind in ("crashloop", "imagepull"):
+        known = sorted({f"{w['namespace']}/{w['name']}" for _, w in profile.inventory("deployments")})
+        if "/" not in target:
+            raise FaultSpecError(f"twin fault {kind} needs NS/DEPLOYMENT, got {target!r}")
+        if target not in known:
+            raise FaultSpecError(f"twin fault {kind}:{target}: profile {profile.name!r} has no Deployment "
+                                 f"{target}; it has: {', '.join(known)}")
+    elif kind == "crd-missing":
+        known = sorted({c["name"] for _, c in profile.inventory("crds")})
+        if target not in known:
+            raise FaultSpecError(f"twin fault crd-missing:{target}: profile {profile.name!r} has no CRD {target}; "
+                                 f"it has: {', '.join(known)}")
+    elif kind == "cabundle-invalid":
+        known = sorted({w["name"] for _, w in profile.inventory("webhooks")})
+        if target not in known:
+            raise FaultSpecError(f"twin fault cabundle-invalid:{target}: profile {profile.name!r} has no webhook "
+                                 f"configuration {target}; it has: {', '.join(known)}")
+
+
+def parse_faults(specs: Iterable[str] | None, profile=None) -> list[Fault]:
+    """Parse every spec; raises FaultSpecError (one clear sentence) on the first bad one. Duplicates collapse."""
+    out: list[Fault] = []
+    for spec in specs or ():
+        fault = parse_fault(spec, profile)
+        if fault not in out:
+            out.append(fault)
+    return out
+
+
+class FaultSet:
+    """Questions controllers ask about the active faults."""
+
+    def __init__(self, faults: Iterable[Fault] = ()):
+        self.faults = list(faults)
+
+    def __iter__(self):
+        return iter(self.faults)
+
+    def __len__(self):
+        return len(self.faults)
+
+    def has(self, kind: str) -> bool:
+        return any(f.kind == kind for f in self.faults)
+
+    def targets(self, kind: str) -> set[str]:
+        return {f.target for f in self.faults if f.kind == kind and f.target}
+
+    def targets_deployment(self, kind: str, namespace: str, name: str) -> bool:
+        return f"{namespace}/{name}" in self.targets(kind)
+
+    def rate(self) -> float:
+        rates = [f.rate for f in self.faults if f.kind == "api-flaky" and f.rate]
+        return max(rates) if rates else 0.0
