@@ -1,0 +1,162 @@
+"""Option handling, provider selection and each preflight message: one clear error with a remedy, at once."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures import preflight
+from fixtures.kind import kind_config
+from stack.profile import Profile
+from tests.helpers import run_pytest
+
+NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+
+
+def test_collect_only_lists_the_suites_without_a_cluster():
+    out = run_pytest("suites/acceptance", "--collect-only", "-q", env=NO_DOCKER, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for area in ("test_readiness.py", "test_crds.py", "test_webhooks.py", "test_certificates.py", "test_inference.py"):
+        assert area in out.stdout
+    assert "test_workloads_ready[kserve]" in out.stdout
+
+
+def test_unknown_profile_is_a_usage_error_listing_profiles():
+    out = run_pytest("suites/acceptance", "--profile", "nope", env=NO_DOCKER, timeout=60)
+    assert out.returncode == 4
+    assert "unknown profile 'nope'; available profiles: latest, latest-standard, seed" in out.stderr
+
+
+def test_malformed_profile_is_a_usage_error_naming_the_field(tmp_path):
+    data = yaml.safe_load(Path("profiles/seed.yaml").read_text())
+    data["budgets"]["install"] = -5
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = run_pytest("suites/acceptance", "--profile", str(path), env=NO_DOCKER, timeout=60)
+    assert out.returncode == 4
+    assert "field 'budgets.install'" in out.stderr
+
+
+def test_without_docker_the_default_run_stops_fast_with_one_message():
+    started = time.monotonic()
+    out = run_pytest("suites/acceptance", env=NO_DOCKER, timeout=60)
+    elapsed = time.monotonic() - started
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert elapsed < 10, f"took {elapsed:.1f}s"
+    errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, out.stderr
+    assert "Docker daemon unreachable" in out.stderr
+    assert "--cluster existing --kubeconfig" in out.stderr and "--cluster twin" in out.stderr
+    assert "passed" not in out.stdout and "failed" not in out.stdout
+
+
+def test_twin_fault_needs_the_twin():
+    out = run_pytest("suites/acceptance", "--twin-fault", "cert-stuck", env=NO_DOCKER, timeout=60)
+    assert out.returncode == 4 and "--twin-fault only applies to --cluster twin" in out.stderr
+
+
+def test_context_needs_an_existing_cluster():
+    out = run_pytest("suites/acceptance", "--context", "prod", env=NO_DOCKER, timeout=60)
+    assert out.returncode == 4 and "add --cluster existing" in out.stderr
+
+
+def test_existing_cluster_with_a_missing_kubeconfig(tmp_path):
+    out = run_pytest("suites/acceptance", "--cluster", "existing", "--kubeconfig", str(tmp_path / "none"), timeout=60)
+    assert out.returncode == 4
+    assert "kubeconfig" in out.stderr and "not found" in out.stderr and "remedy:" in out.stderr
+
+
+# -- preflight units ---------------------------------------------------------------------------------------------------
+def test_docker_check_names_docker_and_the_alternatives():
+    with pytest.raises(preflight.PreflightError) as e:
+        preflight.check_docker(NO_DOCKER)
+    assert "Docker daemon unreachable" in e.value.problem
+    assert "--cluster twin" in e.value.remedy
+
+
+def test_docker_check_passes_when_the_daemon_answers(tmp_path):
+    path = tmp_path / "docker.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def answer():
+        conn, _ = server.accept()
+        conn.recv(1024)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    assert preflight.docker_reachable({"DOCKER_HOST": f"unix://{path}"}) is None
+    server.close()
+
+
+def test_missing_helm_is_found_through_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(preflight.PreflightError) as e:
+        preflight.check_helm_if_needed(Profile.load("seed"), "auto")
+    assert "`helm` not found on PATH" in str(e.value) and "helm.sh" in e.value.remedy
+    preflight.check_helm_if_needed(Profile.load("seed"), "never")   # nothing to install: helm not needed
+
+
+def test_helm_found_through_path(tmp_path, monkeypatch):
+    helm = tmp_path / "helm"
+    helm.write_text("#!/bin/sh\n")
+    helm.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    preflight.check_helm_if_needed(Profile.load("seed"), "auto")
+
+
+def test_kubeconfig_with_unknown_context(tmp_path):
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "a",
+                                    "contexts": [{"name": "a", "context": {"cluster": "a", "user": "a"}}],
+                                    "clusters": [], "users": []}))
+    assert preflight.check_kubeconfig(str(path), None) == (path, "a")
+    with pytest.raises(preflight.PreflightError, match="context 'b' is not in kubeconfig"):
+        preflight.check_kubeconfig(str(path), "b")
+
+
+def test_unreadable_kubeconfig(tmp_path):
+    path = tmp_path / "config"
+    path.write_text("{not yaml: [")
+    with pytest.raises(preflight.PreflightError, match="cannot be read"):
+        preflight.check_kubeconfig(str(path), None)
+
+
+class _FakeKube:
+    def __init__(self, minor=None, error=None):
+        self.minor, self.error = minor, error
+
+    def server_version(self):
+        if self.error:
+            raise self.error
+        return {"major": "1", "minor": self.minor, "git_version": f"v1.{self.minor}.0"}
+
+
+def test_api_unreachable_and_version_outside_the_range():
+    from stack.kube import ApiUnreachable
+    with pytest.raises(preflight.PreflightError, match="API server unreachable"):
+        preflight.check_api(_FakeKube(error=ApiUnreachable("https://10.0.0.1:6443", "connection refused")),
+                            Profile.load("seed"))
+    with pytest.raises(preflight.PreflightError, match="outside profile 'seed''s supported range 1.25-1.27"):
+        preflight.check_api(_FakeKube("30"), Profile.load("seed"))
+    assert preflight.check_api(_FakeKube("27+"), Profile.load("seed"))["minor"] == "27+"
+
+
+def test_kind_config_maps_the_gateway_node_port():
+    config = kind_config(Profile.load("seed"), "kindest/node:v1.27.3@sha256:" + "0" * 64)
+    mapping = config["nodes"][0]["extraPortMappings"][0]
+    assert mapping == {"containerPort": 31080, "hostPort": 31080, "listenAddress": "127.0.0.1", "protocol": "TCP"}
+
+
+def test_kind_binary_is_pinned_per_profile_not_the_plugins_default():
+    import pytest_kind.cluster as plugin_cluster
+    assert plugin_cluster.KIND_VERSION == "v0.17.0"     # why we pin our own
+    assert Profile.load("seed").kind["version"] == "v0.20.0"
+    assert Profile.load("latest").kind["version"] != "v0.17.0"

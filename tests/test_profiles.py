@@ -1,0 +1,86 @@
+"""Profile loading and validation: shipped profiles are valid, bad ones fail at once naming the file and the field."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from stack.profile import PROFILES_DIR, Profile, ProfileError, available_profiles
+
+SHIPPED = ["latest", "latest-standard", "seed"]
+
+
+def test_three_profiles_ship():
+    assert available_profiles() == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_profile_is_valid(name):
+    profile = Profile.load(name)
+    assert profile.name == name
+    order = [c.name for c in profile.install_order()]
+    for comp in profile.install_order():   # dependencies come first
+        assert all(order.index(d) < order.index(comp.name) for d in comp.depends_on if d in order)
+    assert "@sha256:" in profile.kind["node_image"]
+
+
+def test_seed_is_the_first_users_stack():
+    versions = Profile.load("seed").versions()
+    assert versions == {"cert-manager": "v1.13.0", "istio": "1.19.0", "knative": "v1.11.0", "kserve": "v0.11.0"}
+    seed = Profile.load("seed")
+    assert seed.image_overrides["gcr.io/kubebuilder/kube-rbac-proxy:v0.13.1"].startswith("quay.io/brancz/")
+    assert seed.kind["node_image"].startswith("kindest/node:v1.27.3@")
+
+
+def test_latest_standard_has_only_cert_manager_and_kserve():
+    profile = Profile.load("latest-standard")
+    assert set(profile.components) == {"cert-manager", "kserve"}
+    assert profile.iris["route"] == "service-proxy"
+
+
+def test_unknown_profile_lists_the_available_ones():
+    with pytest.raises(ProfileError) as e:
+        Profile.load("nope")
+    assert "unknown profile 'nope'" in str(e.value)
+    for name in SHIPPED:
+        assert name in str(e.value)
+
+
+def _seed_data() -> dict:
+    return yaml.safe_load((PROFILES_DIR / "seed.yaml").read_text())
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["components"]["kserve"].__setitem__("version", 11), "components.kserve.version"),
+    (lambda d: d["kind"].__setitem__("node_image", "kindest/node:v1.27.3"), "kind.node_image"),
+    (lambda d: d["budgets"].pop("install"), "budgets"),
+    (lambda d: d["components"].__setitem__("linkerd", {}), "components"),
+    (lambda d: d["kubernetes"].__setitem__("min", "1.30"), "kubernetes"),
+    (lambda d: d.pop("iris"), "iris"),
+])
+def test_malformed_profile_names_the_field(tmp_path, mutate, field):
+    data = copy.deepcopy(_seed_data())
+    mutate(data)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ProfileError) as e:
+        Profile.load(str(path))
+    assert e.value.field == field, str(e.value)
+    assert str(path) in str(e.value)
+
+
+def test_profile_that_is_not_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed")
+    with pytest.raises(ProfileError, match="not valid YAML"):
+        Profile.load(str(path))
+
+
+def test_subset_profile_kserve_alone_assumes_the_rest_present(tmp_path):
+    data = _seed_data()
+    data["components"] = {"kserve": data["components"]["kserve"]}
+    path = tmp_path / "kserve-only.yaml"
+    path.write_text(yaml.safe_dump(data))
+    profile = Profile.load(str(path))
+    assert [c.name for c in profile.install_order()] == ["kserve"]
