@@ -1,0 +1,108 @@
+"""End to end: `pytest suites/acceptance --cluster twin` for every shipped profile, and each twin fault failing exactly
+the matching criteria while the unrelated ones pass. Each case runs the suite as a user would, in a subprocess, and
+reads the sign-off it wrote."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stack.profile import available_profiles
+from tests.helpers import run_pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.twin]
+
+ALL = {"AC-ISTIO", "AC-KNATIVE", "AC-CERT-MANAGER", "AC-KSERVE-CONTROLLER", "AC-ALL-READY", "AC-CRDS", "AC-WEBHOOKS",
+       "AC-CERT-ROUNDTRIP", "AC-IRIS-PREDICT"}
+
+
+def run_twin(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[dict, str, Path]:
+    results, out = tmp_path / "allure-results", tmp_path / "out"
+    proc = run_pytest("suites/acceptance", "--cluster", "twin", "--alluredir", str(results), "--signoff-dir", str(out),
+                      "-p", "no:randomly", *args, env=env, timeout=420)
+    signoff = out / "signoff.json"
+    assert signoff.exists(), f"no sign-off written\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    return json.loads(signoff.read_text()), proc.stdout + proc.stderr, results
+
+
+def statuses(doc: dict) -> dict[str, str]:
+    return {c["id"]: c["status"] for c in doc["criteria"]}
+
+
+@pytest.mark.parametrize("profile", available_profiles())
+def test_every_profile_passes_on_the_twin(tmp_path, profile):
+    doc, output, _ = run_twin(tmp_path, "--profile", profile)
+    assert doc["verdict"] == "PASS", output[-5000:]
+    assert doc["simulated"] is True
+    assert doc["inventory"]["missing"] == []
+    for fmt in ("signoff.md", "signoff.html"):
+        assert "SIMULATED" in (tmp_path / "out" / fmt).read_text()[:3000]
+    if profile == "latest-standard":
+        assert statuses(doc)["AC-ISTIO"] == "not-run" and statuses(doc)["AC-KNATIVE"] == "not-run"
+
+
+# fault -> the criteria it must fail (everything else applicable must still pass)
+FAULTS = {
+    "crashloop:knative-serving/autoscaler": {"AC-ALL-READY", "AC-KNATIVE"},
+    "imagepull:cert-manager/cert-manager-cainjector": {"AC-ALL-READY", "AC-CERT-MANAGER"},
+    "crd-missing:trainedmodels.serving.kserve.io": {"AC-CRDS", "AC-KSERVE-CONTROLLER"},
+    "cabundle-invalid:istiod-default-validator": {"AC-WEBHOOKS", "AC-ISTIO"},
+    "cert-stuck": {"AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"},
+    "cert-wrong-san": {"AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"},
+    "isvc-stuck": {"AC-IRIS-PREDICT"},
+    "predict-wrong": {"AC-IRIS-PREDICT"},
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_each_fault_fails_exactly_its_criteria(tmp_path, fault):
+    doc, output, _ = run_twin(tmp_path, "--twin-fault", fault, "--timeout-scale", "0.05")
+    got = statuses(doc)
+    failed = {c for c, s in got.items() if s == "failed"}
+    assert failed == FAULTS[fault], f"{fault}: failed {sorted(failed)}\n{output[-5000:]}"
+    assert all(got[c] == "passed" for c in ALL - FAULTS[fault]), got
+    assert doc["verdict"] == "FAIL"
+
+
+@pytest.mark.parametrize("fault", ["api-flaky:0.1", "watch-drop"])
+def test_transient_faults_are_absorbed_by_bounded_retries(tmp_path, fault):
+    doc, output, _ = run_twin(tmp_path, "--twin-fault", fault)
+    assert doc["verdict"] == "PASS", output[-5000:]
+
+
+def test_deselected_criteria_are_not_run_and_the_verdict_incomplete(tmp_path):
+    doc, output, _ = run_twin(tmp_path, "-k", "not certificate and not iris")
+    got = statuses(doc)
+    assert got["AC-CERT-ROUNDTRIP"] == "not-run" and got["AC-IRIS-PREDICT"] == "not-run", got
+    assert got["AC-CRDS"] == "passed"
+    assert doc["verdict"] == "INCOMPLETE"
+
+
+def test_fault_failures_land_in_the_right_allure_category(tmp_path):
+    from reports.categories import classify
+    doc, output, results = run_twin(tmp_path, "--twin-fault", "imagepull:cert-manager/cert-manager-cainjector",
+                                    "--twin-fault", "predict-wrong", "--timeout-scale", "0.05")
+    categories = {}
+    for f in results.glob("*-result.json"):
+        r = json.loads(f.read_text())
+        if r["status"] in ("failed", "broken"):
+            categories[r["name"]] = classify(r["status"], (r.get("statusDetails") or {}).get("message", ""))
+    assert categories.get("test_workloads_ready[cert-manager]") == "Image pull", categories
+    assert categories.get("test_iris_predict_v1") == "Product defect (wrong result)", categories
+    assert (results / "categories.json").exists()
+
+
+def test_no_secret_value_reaches_any_output(tmp_path):
+    """Plant known secret values (S3 keys for the S3 variant), make tests fail so diagnostics are captured, then
+    search every file the run wrote and its console output."""
+    planted = {"KSTACK_S3_ACCESS_KEY_ID": "AKIAKSTACKPLANTED0001", "KSTACK_S3_SECRET_ACCESS_KEY": "kstack-planted-secret-9f3a7c"}
+    env = {**planted, "KSTACK_S3_ENDPOINT": "nyc3.digitaloceanspaces.com", "KSTACK_S3_REGION": "nyc3",
+           "KSTACK_S3_URI": "s3://kstack-bucket/models/sklearn/1.0/model"}
+    doc, output, results = run_twin(tmp_path, "--twin-fault", "predict-wrong", "--timeout-scale", "0.05", env=env)
+    assert doc["verdict"] == "FAIL"
+    for value in planted.values():
+        assert value not in output
+        for path in tmp_path.rglob("*"):
+            if path.is_file() and path.suffix != ".gz":
+                assert value not in path.read_text(errors="replace"), f"{value} leaked into {path}"
