@@ -74,7 +74,7 @@ def read_results(results_dir: Path) -> dict[str, dict]:
         if not isinstance(data, dict):
             continue
         labels = _labels(data)
-        as_id = (labels.get("AS_ID") or [None])[0]
+        as_id = (labels.get("as_id") or labels.get("AS_ID") or [None])[0]  # allure-pytest writes "as_id"
         key = as_id or data.get("fullName") or data.get("name") or path.stem
         details = data.get("statusDetails") or {}
         entry = {

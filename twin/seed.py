@@ -76,7 +76,7 @@ def image_id(image: str) -> str:
 
 
 def _split_rule(rule: str) -> tuple[str, str, str]:
-    parts = rule.split("/")
+    parts = rule.split("/", 2)  # the resource may be "*/*" (resources and their subresources)
     if len(parts) != 3:
         raise ValueError(f"webhook rule {rule!r} is not group/version/plural")
     return parts[0], parts[1], parts[2]
@@ -211,17 +211,22 @@ def _selects(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def _compatible(selector: dict, labels: dict) -> bool:
-    """A Service selector meant for this workload: shares a label and contradicts none."""
+def _compatible(selector: dict, labels: dict, service: str = "", workload: str = "") -> bool:
+    """A Service selector meant for this workload: shares a label and contradicts none, or (charts that select on
+    app.kubernetes.io/* while the inventory lists `app`) names the same thing without contradicting."""
     shared = [k for k in selector if k in labels]
-    return bool(shared) and all(labels[k] == selector[k] for k in shared)
+    if shared:
+        return all(labels[k] == selector[k] for k in shared)
+    name = selector.get("app.kubernetes.io/name")
+    return bool(selector) and (service == workload or (name is not None and name == labels.get("app")))
 
 
 def _workload(comp, item: dict, kind: str, services: list[dict], version_label: str | None) -> dict:
     ns, name = item["namespace"], item["name"]
     selector = dict(item.get("labels") or {"app": name})
     labels = dict(selector)
-    mine = [s for s in services if s["namespace"] == ns and _compatible(s.get("selector") or {}, selector)]
+    mine = [s for s in services if s["namespace"] == ns
+            and _compatible(s.get("selector") or {}, selector, s["name"], name)]
     for svc in mine:
         for k, v in (svc.get("selector") or {}).items():
             labels.setdefault(k, v)

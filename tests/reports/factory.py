@@ -59,7 +59,7 @@ class ResultsFactory:
             "start": start,
             "stop": stop,
             "labels": [
-                {"name": "AS_ID", "value": test_id},
+                {"name": "as_id", "value": test_id},
                 {"name": "epic", "value": "KServe stack"},
                 {"name": "feature", "value": _feature(test_id)},
                 {"name": "story", "value": test_id.split("[")[0]},

@@ -1,0 +1,76 @@
+"""Twin-backed fixtures for the installer tests: a fresh twin, the helm shim on PATH, the file:// manifest mirror."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stack.profile import Profile
+
+
+@dataclass
+class Env:
+    twin: object
+    profile: Profile
+    env: dict
+    helm_log: Path
+    cache: Path
+    mirror_dir: Path
+    lines: list
+
+    def ctx(self, profile: Profile | None = None, **kw):
+        from installers.base import InstallContext
+        from stack.kube import Kube
+        kube = kw.pop("kube", None) or Kube(self.twin.kubeconfig_path, self.twin.context)
+        kw.setdefault("timeout_scale", 0.05)
+        kw.setdefault("progress", self.lines.append)
+        kw.setdefault("env", self.env)
+        return InstallContext(kube=kube, profile=profile or self.profile, **kw)
+
+    def helm_calls(self) -> list[dict]:
+        if not self.helm_log.exists():
+            return []
+        return [json.loads(line) for line in self.helm_log.read_text().splitlines() if line.strip()]
+
+    def writes(self) -> int:
+        return self.twin.api.request_log.writes()
+
+
+def make_env(tmp: Path, profile: Profile, faults=(), preinstalled=False) -> Env:
+    from twin.cluster import Twin
+    from twin.helm_stub import write_helm_shim
+    from twin.manifest_mirror import write_mirror
+    shim = write_helm_shim(tmp / "bin")
+    mirror = write_mirror(profile, tmp / "mirror")
+    twin = Twin(profile, faults=list(faults), preinstalled=preinstalled, workdir=tmp / "twin")
+    twin.start()
+    env = dict(os.environ)
+    env.update({"PATH": f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}", "KSTACK_MANIFEST_MIRROR": mirror,
+                "KSTACK_CACHE_DIR": str(tmp / "cache"), "KSTACK_TWIN_PROFILE": str(profile.path),
+                "KSTACK_HELM_LOG": str(tmp / "helm.jsonl")})
+    env.pop("KSTACK_REGISTRY_OVERRIDES", None)
+    return Env(twin, profile, env, tmp / "helm.jsonl", tmp / "cache", tmp / "mirror", [])
+
+
+@pytest.fixture
+def fresh_env(tmp_path):
+    e = make_env(tmp_path, Profile.load("seed"))
+    yield e
+    e.twin.stop()
+
+
+@pytest.fixture(scope="module")
+def installed_seed(tmp_path_factory):
+    """The seed stack installed by the Plan onto a fresh twin (shared by the read-mostly tests of a module)."""
+    from installers.plan import Plan
+    e = make_env(tmp_path_factory.mktemp("seed"), Profile.load("seed"))
+    try:
+        ctx = e.ctx()
+        report = Plan(ctx).install()
+        e.report = report
+        yield e
+    finally:
+        e.twin.stop()
