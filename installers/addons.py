@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import re
 
-from installers.base import Addon, InstallContext, InstallError, split_ref
+from installers.base import Addon, InstallContext, InstallError
 from installers import helm
 from stack import readiness, retry
 from stack.kube import KubeError, NoSuchKind
@@ -152,6 +152,3 @@ ADDONS: dict[str, type[Addon]] = {
 def addon_for(component: Component) -> Addon:
     return ADDONS.get(component.name, Addon)(component)
 
-
-__all__ = ["addon_for", "ADDONS", "CertManagerAddon", "IstioAddon", "KnativeAddon", "KServeAddon", "split_ref",
-           "KubeError"]

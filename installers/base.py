@@ -7,14 +7,13 @@ that really differ live in installers/addons.py.
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 from stack import diagnostics, readiness
-from stack.kube import Kube, KubeError, NoSuchKind
+from stack.kube import Kube, NoSuchKind
 from stack.profile import Component, Profile
 from stack.wait import Deadline, Snapshot, Source, Status, TerminalState, WaitTimeout, wait_for
 
@@ -375,9 +374,3 @@ class Addon:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.component.version}>"
 
-
-def kube_error_text(e: BaseException) -> str:
-    return e.message if isinstance(e, KubeError) else str(e)
-
-
-_WS = re.compile(r"\s+")

@@ -15,7 +15,7 @@ import yaml
 from installers.base import InstallContext, InstallError, split_ref
 from stack import readiness, retry
 from stack.redact import scrub
-from stack.wait import Deadline, Status, TerminalState, WaitTimeout, wait_for
+from stack.wait import Deadline, TerminalState, WaitTimeout, wait_for
 
 INSTALL_DOC = "https://helm.sh/docs/intro/install/"
 MISSING_HELM = ("helm is not installed (no `helm` on PATH); the {what} needs helm v3: install it from "

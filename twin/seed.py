@@ -552,37 +552,6 @@ def cluster_objects(profile) -> list[dict]:
     return objs
 
 
-def node_object(profile) -> dict:
-    version = kubernetes_version(profile)
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": NODE_NAME, "labels": dict(NODE_LABELS),
-                         "annotations": {"kubeadm.alpha.kubernetes.io/cri-socket":
-                                         "unix:///run/containerd/containerd.sock",
-                                         "node.alpha.kubernetes.io/ttl": "0"}},
-            "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"],
-                     "providerID": f"kind://docker/twin/{NODE_NAME}"},
-            "status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.2"},
-                                     {"type": "Hostname", "address": NODE_NAME}],
-                       "allocatable": {"cpu": "8", "ephemeral-storage": "100Gi", "memory": "16Gi", "pods": "110"},
-                       "capacity": {"cpu": "8", "ephemeral-storage": "100Gi", "memory": "16Gi", "pods": "110"},
-                       "conditions": [
-                           {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory",
-                            "message": "kubelet has sufficient memory available"},
-                           {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure",
-                            "message": "kubelet has no disk pressure"},
-                           {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID",
-                            "message": "kubelet has sufficient PID available"},
-                           {"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status"}],
-                       "nodeInfo": {"architecture": "amd64", "containerRuntimeVersion": "containerd://1.7.1",
-                                    "kernelVersion": "6.1.0", "kubeProxyVersion": version,
-                                    "kubeletVersion": version, "operatingSystem": "linux",
-                                    "osImage": "Debian GNU/Linux 11 (bullseye)",
-                                    "machineID": fake_digest("machine")[:32],
-                                    "systemUUID": fake_digest("system")[:32], "bootID": fake_digest("boot")[:32]},
-                       "images": []}}
-
-
 def _manager(comp) -> str:
     return "helm" if comp.helm_releases else "kubectl-client-side-apply"
 

@@ -64,15 +64,15 @@ def test_crds_are_applied_before_their_custom_resources(installed_seed):
     assert checked >= 4      # Issuer, Certificate, Gateways, ClusterServingRuntime
 
 
-def test_helm_commands_match_the_profile(installed_seed):
-    e = installed_seed
+def _check_helm_calls(e) -> None:
     calls = [c for c in e.helm_calls() if c["argv"][:2] == ["upgrade", "--install"]]
     releases = [r for c in e.profile.install_order() for r in c.helm_releases]
     assert len(calls) == len(releases)
     for call, r in zip(calls, releases):
         argv = call["argv"]
-        expected = ["upgrade", "--install", r["release"], r["chart"], "--repo", r["repo"], "--version", r["version"],
-                    "--namespace", r["namespace"]]
+        expected = ["upgrade", "--install", r["release"], r["chart"]]
+        expected += ["--repo", r["repo"]] if r.get("repo") else []
+        expected += ["--version", r["version"], "--namespace", r["namespace"]]
         expected += ["--create-namespace"] if r.get("create_namespace") else []
         assert argv[:len(expected)] == expected
         rest = argv[len(expected):]
@@ -83,6 +83,27 @@ def test_helm_commands_match_the_profile(installed_seed):
         assert rest[:4] == ["--kubeconfig", str(e.twin.kubeconfig_path), "--kube-context", e.twin.context]
         assert rest[4] == "-f" and len(rest) == 6
         assert call["values"][rest[5]] == (r.get("values") or {})
+
+
+def test_helm_commands_match_the_profile(installed_seed):
+    _check_helm_calls(installed_seed)
+
+
+@pytest.mark.parametrize("name", ["latest", "latest-standard"])
+def test_other_shipped_profiles_install_with_the_profile_helm_commands(name, tmp_path):
+    from tests.installers.conftest import make_env
+    e = make_env(tmp_path, Profile.load(name))
+    try:
+        report = Plan(e.ctx()).install()
+        assert {c.action for c in report.components} == {"installed"}
+        _check_helm_calls(e)
+        assert any(c["argv"][3].startswith("oci://") and "--repo" not in c["argv"] for c in e.helm_calls()
+                   if c["argv"][:2] == ["upgrade", "--install"])
+        before = e.writes()
+        assert {c.action for c in Plan(e.ctx()).install().components} == {"skipped"}
+        assert e.writes() == before
+    finally:
+        e.twin.stop()
 
 
 def test_rerun_in_auto_mode_makes_zero_writes(installed_seed):

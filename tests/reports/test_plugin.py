@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(autouse=True)
 def _labels(request):
-    allure.dynamic.label("AS_ID", request.node.name)
+    allure.dynamic.id(request.node.name)
     for c in request.node.get_closest_marker("criteria").args:
         allure.dynamic.label("criterion", c)
 
@@ -68,7 +68,8 @@ def _project(tmp_path: Path) -> Path:
     (project / "reports" / "allure-results").mkdir(parents=True)
     (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     (project / "conftest.py").write_text(CONFTEST)
-    (project / "test_x.py").write_text(TESTS)
+    (project / "suites").mkdir()
+    (project / "suites" / "test_x.py").write_text(TESTS)   # the default results dir is for acceptance runs (suites/)
     (project / "reports" / "allure-results" / "stale-result.json").write_text("{}")
     return project
 
@@ -77,7 +78,7 @@ def _run(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_ADDOPTS", None)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", *args], cwd=project, env=env,
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "suites", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -100,7 +101,7 @@ def test_plugin_default_dir_clean_and_finalize(tmp_path, xdist):
 
 def test_explicit_alluredir_is_respected(tmp_path):
     project = _project(tmp_path)
-    (project / "test_x.py").write_text("import pytest\n\n@pytest.mark.criteria('AC-CRDS')\ndef test_a():\n    pass\n")
+    (project / "suites" / "test_x.py").write_text("import pytest\n\n@pytest.mark.criteria('AC-CRDS')\ndef test_a():\n    pass\n")
     proc = _run(project, "--alluredir", "elsewhere")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (project / "reports" / "allure-results" / "stale-result.json").exists()  # untouched

@@ -22,11 +22,6 @@ CLUSTER_RESOURCE_NAMESPACE = "cert-manager"
 COMPONENT = "cert-manager-certificates-issuing"
 
 
-def _go_bytes(data: bytes, limit: int = 64) -> str:
-    """Go's %#v of a []byte, as field.Invalid prints it."""
-    return "[]byte{" + ", ".join(f"0x{b:x}" for b in data[:limit]) + ("..." if len(data) > limit else "") + "}"
-
-
 class CertManagerController(Controller):
     name = "cert-manager"
 

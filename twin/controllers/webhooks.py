@@ -320,8 +320,6 @@ class AdmissionEmulator:
         raw = client.get("caBundle") or ""
         bundle = pki.unb64(raw) if raw else b""
         roots = pki.load_certs(bundle)
-        if bundle.strip(b"\n") == b"" and bundle:
-            return "could not get REST client: unable to load root certificates: unable to parse bytes as PEM block"
         if bundle and not roots:
             return "could not get REST client: unable to load root certificates: unable to parse bytes as PEM block"
         leaf, error = self.serving_certificate(ns, name, service)

@@ -62,6 +62,7 @@ class WorkloadController(Controller):
         self.ips: dict[tuple, str] = {}             # (ns, pod) -> podIP
         self._ip_next = 2
         self._timers: dict[tuple, threading.Timer] = {}
+        self._node_info: tuple[dict, str] | None = None
 
     # -- events ---------------------------------------------------------------------------------------------------
 
@@ -121,10 +122,21 @@ class WorkloadController(Controller):
             if obj is not None:
                 self.reconcile(obj)
 
+    def _node(self) -> tuple[dict, str]:
+        """(labels, InternalIP) of the twin's one node."""
+        if self._node_info is None:
+            node = self.ctx.get("v1", "Node", NODE_NAME) or {}
+            labels = (node.get("metadata") or {}).get("labels") or NODE_LABELS
+            ip = next((a.get("address") for a in (node.get("status") or {}).get("addresses") or []
+                       if a.get("type") == "InternalIP"), HOST_IP)
+            self._node_info = (dict(labels), ip)
+        return self._node_info
+
     def _desired(self, workload: dict) -> int:
         if workload["kind"] == "DaemonSet":
             selector = workload["spec"]["template"]["spec"].get("nodeSelector") or {}
-            return 1 if all(NODE_LABELS.get(k) == v for k, v in selector.items()) else 0
+            labels = self._node()[0]
+            return 1 if all(labels.get(k) == v for k, v in selector.items()) else 0
         replicas = workload["spec"].get("replicas")
         return 1 if replicas is None else int(replicas)
 
@@ -404,7 +416,8 @@ class WorkloadController(Controller):
         if any((c.get("resources") or {}).get("requests") or (c.get("resources") or {}).get("limits")
                for c in spec.get("containers") or []):
             qos = "Burstable"
-        status = {"phase": phase, "conditions": conditions, "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}],
+        host_ip = self._node()[1]
+        status = {"phase": phase, "conditions": conditions, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
                   "podIP": ip, "podIPs": [{"ip": ip}], "startTime": started, "qosClass": qos,
                   "containerStatuses": statuses}
         if inits:
