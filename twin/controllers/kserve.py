@@ -12,6 +12,7 @@ import http.client
 import json
 import logging
 import threading
+import time
 from urllib.parse import urlsplit
 
 from twin.controllers.base import Controller, now_iso, owner_ref, set_condition
@@ -83,14 +84,16 @@ class KServeController(Controller):
             self.reconcile(isvc)
 
     def stop(self) -> None:
-        for key in list(self.servers):
-            proc = self.servers.pop(key)
+        with self.ctx.lock:
+            procs = list(self.servers.values())
+            self.servers.clear()
+            self.state.clear()
+            self.proxies.clear()
+        for proc in procs:
             try:
                 proc.stop()
             except Exception:  # noqa: BLE001
                 pass
-        self.state.clear()
-        self.proxies.clear()
 
     # -- spec -----------------------------------------------------------------------------------------------------
 
@@ -281,33 +284,49 @@ class KServeController(Controller):
 
     def _run_server(self, key: tuple, proc) -> None:
         ok, message = False, ""
-        try:
-            if not self.ctx.stopped.is_set():
-                proc.start()
-                ok = proc.wait_ready(MODEL_SERVER_TIMEOUT)
-                if not ok:
-                    message = proc.output()[-2000:] or "model server did not become ready"
-        except Exception as exc:  # noqa: BLE001
-            message = str(exc)
-        with self.ctx.lock:
+        with self.ctx.lock:  # never spawn after stop() or cleanup() took this server out
             if self.ctx.stopped.is_set() or self.servers.get(key) is not proc:
-                threading.Thread(target=proc.stop, daemon=True).start()
                 return
-            state = self.state.get(key)
-            if state is None:
-                return
-            state["phase"] = "ready" if ok else "failed"
-            state["message"] = message
-            state["url"] = proc.url if ok else None
-            state["ready_at"] = now_iso()
-            if ok:
-                self._expose(key, state, proc.url)
-            names = state.get("names") or {}
-            if names.get("deployment"):
-                self.workloads.resync(key[0], names["deployment"])
-            isvc = self.ctx.get(API, "InferenceService", key[1], key[0])
-            if isvc is not None:
-                self.write_status(isvc)
+            try:
+                proc.start()
+            except Exception as exc:  # noqa: BLE001
+                message = str(exc)
+        if not message:
+            deadline = time.monotonic() + MODEL_SERVER_TIMEOUT
+            while not self.ctx.stopped.is_set() and self.servers.get(key) is proc:
+                if proc.wait_ready(0.5):
+                    ok = True
+                    break
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    message = proc.output()[-2000:] or "model server did not become ready"
+                    break
+        abandoned = False
+        try:
+            with self.ctx.lock:
+                abandoned = self.ctx.stopped.is_set() or self.servers.get(key) is not proc
+                if not abandoned:
+                    self._server_done(key, proc, ok, message)
+        finally:
+            if abandoned:
+                proc.stop()
+
+    def _server_done(self, key: tuple, proc, ok: bool, message: str) -> None:
+        """Under ctx.lock: the model server is up (or failed): expose it, roll the pod status, write status."""
+        state = self.state.get(key)
+        if state is None:
+            return
+        state["phase"] = "ready" if ok else "failed"
+        state["message"] = message
+        state["url"] = proc.url if ok else None
+        state["ready_at"] = now_iso()
+        if ok:
+            self._expose(key, state, proc.url)
+        names = state.get("names") or {}
+        if names.get("deployment"):
+            self.workloads.resync(key[0], names["deployment"])
+        isvc = self.ctx.get(API, "InferenceService", key[1], key[0])
+        if isvc is not None:
+            self.write_status(isvc)
 
     def _expose(self, key: tuple, state: dict, url: str) -> None:
         names = state["names"]
