@@ -184,14 +184,13 @@ class Kube:
                                               meta.get("namespace")),
                           lambda: res.create(body=obj, namespace=meta.get("namespace"),
                                              dry_run="All" if dry_run else None).to_dict(),
-                          transient_retry=False)
+                          transient_retry=dry_run)   # a dry run persists nothing, so it is safe to repeat
 
     def merge_patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict) -> dict:
         res = self.resource(api_version, kind)
         return self._call("patch", self._ref(api_version, kind, name, namespace),
                           lambda: res.patch(body=patch, name=name, namespace=namespace,
-                                            content_type="application/merge-patch+json").to_dict(),
-                          transient_retry=False)
+                                            content_type="application/merge-patch+json").to_dict())
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete; False when it was already gone."""

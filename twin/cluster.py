@@ -104,7 +104,7 @@ class Twin:
                 self.workdir = Path(tempfile.mkdtemp(prefix="twin-"))
                 self._own_workdir = True
             _live.add(self)
-            fault_set = FaultSet(self.faults)
+            fault_set = FaultSet(self.faults, dormant=self.preinstalled)
             self.api = ApiServer()
             self.api.server_version = server_version(self.profile)
             self.gateway = Gateway()
@@ -137,6 +137,7 @@ class Twin:
             if self.preinstalled:
                 seed(self.api.store, self.profile, fault_set, preinstalled=True)
             self.settle()
+            self._strike(fault_set.activate())
             self.api.faults.flaky_rate = fault_set.rate()
             self.api.faults.watch_drop = fault_set.has("watch-drop")
         except BaseException:
@@ -146,6 +147,17 @@ class Twin:
         log.info("twin %s started in %.2fs: api %s, gateway %s", self.profile.name, self.start_seconds,
                  self.api.url, self.gateway.url)
         return self
+
+    def _strike(self, woken) -> None:
+        """Runtime faults hit the running stack: re-reconcile the workloads they target."""
+        for fault in woken:
+            if fault.kind in ("crashloop", "imagepull"):
+                ns, name = fault.target.split("/", 1)
+                dep = self.api.store.get("apps/v1", "Deployment", name, ns)
+                if dep:
+                    self.workloads.reconcile(dep)
+        if woken:
+            self.settle()
 
     def settle(self, timeout: float = SETTLE_TIMEOUT) -> bool:
         """Wait until the controllers have had nothing to do for a moment (True), or `timeout` (False)."""

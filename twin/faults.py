@@ -106,8 +106,20 @@ def parse_faults(specs: Iterable[str] | None, profile=None) -> list[Fault]:
 class FaultSet:
     """Questions controllers ask about the active faults."""
 
-    def __init__(self, faults: Iterable[Fault] = ()):
-        self.faults = list(faults)
+    # Faults that describe how the stack was installed; the others strike a running stack (see activate()).
+    INSTALL_TIME = ("crd-missing", "cabundle-invalid", "api-flaky", "watch-drop")
+
+    def __init__(self, faults: Iterable[Fault] = (), dormant: bool = False):
+        self.all = list(faults)
+        # A preinstalled twin is seeded healthy first (certificates issued, CA bundles injected), as a real stack
+        # was before something broke; then the runtime faults are activated.
+        self.faults = [f for f in self.all if f.kind in self.INSTALL_TIME] if dormant else list(self.all)
+
+    def activate(self) -> list[Fault]:
+        """Turn every fault on; returns those that were dormant."""
+        woken = [f for f in self.all if f not in self.faults]
+        self.faults = list(self.all)
+        return woken
 
     def __iter__(self):
         return iter(self.faults)
