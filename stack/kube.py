@@ -102,12 +102,14 @@ class Kube:
 
     def resource(self, api_version: str, kind: str):
         """The dynamic resource for apiVersion/kind; rediscovers once, since a CRD may have just been established."""
+        def lookup():
+            return self._call("discovery", kind, lambda: self.dynamic.resources.get(api_version=api_version, kind=kind))
         try:
-            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+            return lookup()
         except ResourceNotFoundError:
             self.dynamic.resources.invalidate_cache()
             try:
-                return self.dynamic.resources.get(api_version=api_version, kind=kind)
+                return lookup()
             except ResourceNotFoundError:
                 raise NoSuchKind(404, "NotFound", f'no matches for kind "{kind}" in version "{api_version}"') from None
 

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from stack import retry
 from stack.kube import Kube, KubeError
 
 log = logging.getLogger("kstack.wait")
 
 WATCH_CHUNK_SECONDS = 10     # server-side watch timeout per request; the loop resumes from the last resourceVersion
 PROGRESS_EVERY_SECONDS = 15  # how often a long wait says what it is waiting for
+MAX_WATCH_RETRIES = 6        # consecutive transient watch failures before the wait gives up
 
 
 class Deadline:
@@ -87,6 +90,7 @@ class _Watcher(threading.Thread):
     def run(self) -> None:
         s = self.source
         rv = None
+        failures = 0
         while not self.stop.is_set():
             try:
                 if rv is None:
@@ -97,12 +101,22 @@ class _Watcher(threading.Thread):
                     if self.stop.is_set():
                         return
                     rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                    failures = 0
                     if etype != "BOOKMARK":
                         self.events.put((self.index, etype, obj))
             except KubeError as e:
                 if e.status == 410:          # our resourceVersion expired: list again
                     log.info("watch of %s expired (410 Gone); listing again", s.kind)
                     rv = None
+                    continue
+                reason = retry.is_api_transient(e)
+                if reason and failures < MAX_WATCH_RETRIES:   # a 5xx/429 on a watch: resume after a short backoff
+                    failures += 1
+                    delay = random.uniform(0, min(2.0, 0.2 * 2 ** failures))
+                    log.warning("watch of %s failed (%s); retry %d/%d in %.2fs", s.kind, reason, failures,
+                                MAX_WATCH_RETRIES, delay)
+                    retry.RETRIES.append((f"watch {s.kind}", reason))
+                    self.stop.wait(delay)
                     continue
                 # Anything else ends this watcher; the waiter reports it (after the list's own retries).
                 self.events.put((self.index, "FAILED", e))
