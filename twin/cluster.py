@@ -154,8 +154,11 @@ class Twin:
             if fault.kind in ("crashloop", "imagepull"):
                 ns, name = fault.target.split("/", 1)
                 dep = self.api.store.get("apps/v1", "Deployment", name, ns)
-                if dep:
-                    self.workloads.reconcile(dep)
+                if dep:   # its pods are replaced, as after a restart: the new ones meet the fault
+                    selector = dep["spec"]["selector"].get("matchLabels") or {}
+                    for pod in self.api.store.list("v1", "Pod", ns, label_selector=selector):
+                        self.api.store.delete("v1", "Pod", pod["metadata"]["name"], ns)
+                    self.workloads.reconcile(self.api.store.get("apps/v1", "Deployment", name, ns))
         if woken:
             self.settle()
 

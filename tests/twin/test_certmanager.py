@@ -12,6 +12,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from kubernetes import client, config
 
 from stack.profile import Profile
+from twin.seed import seed
 from twin import Twin, pki
 
 G, V = "cert-manager.io", "v1"
@@ -234,7 +235,11 @@ def test_cainjector_follows_a_reissued_ca(twin):
 
 
 def test_a_broken_cert_manager_issues_nothing():
-    with Twin(Profile.load("seed"), faults=["crashloop:cert-manager/cert-manager"]) as twin:
+    twin = Twin(Profile.load("seed"), faults=["crashloop:cert-manager/cert-manager"], preinstalled=False)
+    twin.start()
+    seed(twin.store, twin.profile, twin.ctx.faults, preinstalled=True)   # installed while cert-manager crashes
+    twin.settle()
+    with twin:
         cert = twin.store.get("cert-manager.io/v1", "Certificate", "serving-cert", "kserve")
         assert "status" not in cert or not cert["status"].get("conditions")
         assert twin.store.get("v1", "Secret", "kserve-webhook-server-cert", "kserve") is None

@@ -12,6 +12,7 @@ from kubernetes.client.rest import ApiException
 
 from stack.profile import Profile
 from twin import Twin, pki
+from twin.seed import seed
 from twin.faults import KINDS, Fault, FaultSpecError, parse_faults
 
 URI = "gs://kfserving-examples/models/sklearn/1.0/model"
@@ -180,8 +181,33 @@ def test_cabundle_invalid(broken):
     assert base64.b64decode(cfg.webhooks[0].client_config.ca_bundle) != right
 
 
-def test_cert_stuck(profile):
+def installed_under(profile, faults):
+    """A twin whose stack is installed while the faults are already there (a preinstalled twin is seeded healthy
+    and the runtime faults strike afterwards)."""
+    twin = Twin(profile, faults=faults, preinstalled=False)
+    twin.start()
+    seed(twin.store, twin.profile, twin.ctx.faults, preinstalled=True)
+    twin.settle()
+    return twin
+
+
+def test_runtime_faults_strike_a_healthy_preinstalled_stack(profile):
+    """cert-stuck on a preinstalled twin: KServe's serving-cert was issued before; a new Certificate never is."""
     with Twin(profile, faults=["cert-stuck"]) as twin:
+        assert twin.store.get("v1", "Secret", "kserve-webhook-server-cert", "kserve") is not None
+        twin.store.create({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                           "metadata": {"name": "late", "namespace": "kserve"},
+                           "spec": {"dnsNames": ["late.example"], "secretName": "late-tls",
+                                    "issuerRef": {"name": "selfsigned-issuer", "kind": "Issuer"}}})
+        twin.settle()
+        cert = twin.store.get("cert-manager.io/v1", "Certificate", "late", "kserve")
+        ready = next(c for c in cert["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False"
+        assert twin.store.get("v1", "Secret", "late-tls", "kserve") is None
+
+
+def test_cert_stuck(profile):
+    with installed_under(profile, ["cert-stuck"]) as twin:
         cert = twin.store.get("cert-manager.io/v1", "Certificate", "serving-cert", "kserve")
         ready = next(c for c in cert["status"]["conditions"] if c["type"] == "Ready")
         assert (ready["status"], ready["reason"]) == ("False", "DoesNotExist")
@@ -198,7 +224,7 @@ def test_cert_stuck(profile):
 
 
 def test_cert_wrong_san(profile):
-    with Twin(profile, faults=["cert-wrong-san"]) as twin:
+    with installed_under(profile, ["cert-wrong-san"]) as twin:
         secret = twin.store.get("v1", "Secret", "kserve-webhook-server-cert", "kserve")
         (leaf, *_) = pki.load_certs(base64.b64decode(secret["data"]["tls.crt"]))
         assert pki.dns_names(leaf) == ["wrong-kserve-webhook-server-service.kserve.svc"]
