@@ -25,7 +25,7 @@ acceptance: $(VENV)/.suite
 	$(PY) -m pytest suites/acceptance $(ARGS)
 
 test: $(VENV)/.twin
-	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest tests -n 2 $(ARGS)
 
 report: $(VENV)/.suite
 	$(PY) -m reports.build_html reports/allure-results -o reports/allure-report
