@@ -19,7 +19,8 @@ ALL = {"AC-ISTIO", "AC-KNATIVE", "AC-CERT-MANAGER", "AC-KSERVE-CONTROLLER", "AC-
 
 def run_twin(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[dict, str, Path]:
     results, out = tmp_path / "allure-results", tmp_path / "out"
-    proc = run_pytest("suites/acceptance", "--cluster", "twin", "--alluredir", str(results), "--signoff-dir", str(out),
+    cluster = "existing" if "--kubeconfig" in args else "twin"
+    proc = run_pytest("suites/acceptance", "--cluster", cluster, "--alluredir", str(results), "--signoff-dir", str(out),
                       "-p", "no:randomly", *args, env=env, timeout=420)
     signoff = out / "signoff.json"
     assert signoff.exists(), f"no sign-off written\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
@@ -106,3 +107,37 @@ def test_no_secret_value_reaches_any_output(tmp_path):
         for path in tmp_path.rglob("*"):
             if path.is_file() and path.suffix != ".gz":
                 assert value not in path.read_text(errors="replace"), f"{value} leaked into {path}"
+
+
+def test_under_xdist_one_cluster_and_one_install(tmp_path):
+    doc, output, results = run_twin(tmp_path, "-n", "2", "--install", "always")
+    assert doc["verdict"] == "PASS", output[-5000:]
+    installs = [json.loads(line) for f in results.glob("kstack-phases-*.jsonl") for line in f.read_text().splitlines()
+                if json.loads(line)["name"] == "install"]
+    assert len(installs) == 1, installs
+
+
+def test_a_standalone_twin_verified_as_an_existing_cluster_is_still_simulated(tmp_path):
+    """`python -m twin` + `--cluster existing`: the report must not read as evidence about a real cluster."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT
+    kubeconfig = tmp_path / "twin.kubeconfig"
+    proc = subprocess.Popen([sys.executable, "-m", "twin", "--profile", "seed", "--kubeconfig-out", str(kubeconfig)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        line = ""
+        while "gateway" not in line.lower() and time.monotonic() < deadline:   # its own start-up banner
+            line = proc.stdout.readline()
+        assert kubeconfig.exists(), "python -m twin wrote no kubeconfig"
+        gateway = line.split()[-1]
+        doc, output, _ = run_twin(tmp_path, "--kubeconfig", str(kubeconfig),
+                                  env={"KSTACK_INGRESS_URL": gateway})
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    assert doc["simulated"] is True and doc["cluster"]["provider"] == "existing", doc["cluster"]

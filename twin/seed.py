@@ -19,6 +19,9 @@ from twin.faults import Fault, FaultSet
 log = logging.getLogger(__name__)
 
 NODE_NAME = "twin-control-plane"
+# The one mark a twin carries on purpose: any client (the suite's existing-cluster mode included) can tell that this
+# cluster is simulated, so a twin run is never reported as evidence about a real cluster.
+SIMULATED_LABEL = "kstack.io/simulated"
 NODE_LABELS = {
     "beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
     "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
@@ -513,6 +516,7 @@ def cluster_objects(profile) -> list[dict]:
     coredns = "v1.10.1" if minor <= 28 else "v1.11.1"
     objs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
             for n in ("default", "kube-system", "kube-public", "kube-node-lease", "local-path-storage")]
+    objs.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME, "labels": {SIMULATED_LABEL: "true"}}})
     objs.append({"apiVersion": "apps/v1", "kind": "Deployment",
                  "metadata": {"name": "coredns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
                  "spec": {"replicas": 2, "selector": {"matchLabels": {"k8s-app": "kube-dns"}},
