@@ -158,7 +158,7 @@ class Twin:
                     selector = dep["spec"]["selector"].get("matchLabels") or {}
                     for pod in self.api.store.list("v1", "Pod", ns, label_selector=selector):
                         self.api.store.delete("v1", "Pod", pod["metadata"]["name"], ns)
-                    self.workloads.reconcile(self.api.store.get("apps/v1", "Deployment", name, ns))
+                    self.workloads.resync(ns, name)   # under the controllers' lock: no duplicate pod
         if woken:
             self.settle()
 
