@@ -132,7 +132,8 @@ def iris(request, profile, kube, stack, cluster, run_options):
     try:
         isvc, seconds = deploy_and_wait(kube, ns, isvc_manifest(profile, ns), budget)
     except BaseException:
-        for att in collect(kube, [ns], [], None):
+        control_plane = profile.components["kserve"].inventory.get("namespaces", [])
+        for att in collect(kube, [ns, *control_plane], [], None):
             allure.attach(att.body, name=att.name, attachment_type=allure.attachment_type.TEXT)
         factory.cleanup(keep=run_options.keep_on_failure)
         raise

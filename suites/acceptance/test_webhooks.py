@@ -51,6 +51,10 @@ def _dry_run(kube, obj: dict):
 @pytest.mark.per_component(has="admission_probes")
 def test_webhooks_admitting(component, profile, kube, stack, test_namespace, diagnostics):
     ns = test_namespace("webhooks")
+    inventory = profile.components[component].inventory
+    diagnostics.namespace(*inventory.get("namespaces", []))          # the webhook server's pods, events and logs
+    for hook in inventory.get("webhooks", []):
+        diagnostics.object(ADMISSION, hook["kind"], hook["name"])
     for probe in profile.components[component].admission_probes:
         webhook = probe["webhook"]
         admit = _probe_object(probe["admit"], ns, kube)
