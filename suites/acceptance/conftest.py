@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.plugin import _state
+from fixtures.plugin import run_state
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "component" not in metafunc.fixturenames:
         return
-    state = _state(metafunc.config)
+    state = run_state(metafunc.config)
     if state is None:
         return
     profile = state["options"].profile

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 import allure
@@ -14,6 +15,7 @@ import requests
 
 from fixtures.cluster import discover_ingress_url
 from fixtures.namespaces import NamespaceFactory
+from fixtures.plugin import handoff
 from stack import retry
 from stack.diagnostics import collect
 from stack.readiness import condition_true, pods_summary
@@ -122,11 +124,11 @@ class RouteSettling(Exception):
 
 
 @pytest.fixture(scope="module")
-def iris(request, profile, kube, stack, cluster, run_options):
+def iris(request, pytestconfig, profile, kube, stack, cluster, run_options):
     """The Iris InferenceService, deployed once for this module in a namespace of its own."""
     if not profile.has("kserve"):
         pytest.skip("the profile has no kserve")
-    factory = NamespaceFactory(kube, run_id="iris")
+    factory = NamespaceFactory(kube, Path(handoff(pytestconfig)["workdir"]).name)
     ns = factory.make("iris")
     budget = Deadline(run_options.budget("inference_service"), "inference_service")
     try:
