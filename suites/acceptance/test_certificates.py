@@ -7,6 +7,7 @@ import base64
 import time
 from datetime import datetime, timezone
 
+import allure
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -21,6 +22,11 @@ LEAF_DNS = ["roundtrip.kstack.example", "www.roundtrip.kstack.example"]
 
 
 def _wait_ready(kube, kind: str, name: str, ns: str, deadline):
+    with allure.step(f"{kind} {name} Ready"):
+        _wait(kube, kind, name, ns, deadline)
+
+
+def _wait(kube, kind: str, name: str, ns: str, deadline):
     def check(snap) -> Status:
         obj = next(iter(snap.items(0)), None)
         if kind == "Certificate":
@@ -78,6 +84,11 @@ def test_certificate_roundtrip(profile, kube, stack, test_namespace, deadline, p
     _wait_ready(kube, "Certificate", "leaf", ns, budget)
     phase("certificate", time.monotonic() - started)
 
+    with allure.step("validate the issued Secrets with cryptography"):
+        _validate(kube, ns)
+
+
+def _validate(kube, ns: str) -> None:
     ca_data, leaf_data = _secret(kube, ns, "root-ca-tls"), _secret(kube, ns, "leaf-tls")
     ca = x509.load_pem_x509_certificate(ca_data["tls.crt"])
     leaf = x509.load_pem_x509_certificate(leaf_data["tls.crt"])

@@ -80,10 +80,13 @@ def isvc_check(namespace: str):
 
 def deploy_and_wait(kube, namespace: str, manifest: dict, budget: Deadline) -> tuple[dict, float]:
     started = time.monotonic()
-    retry.call(lambda: kube.apply(manifest), what="apply InferenceService", is_transient=retry.is_install_race,
-               deadline=budget)
-    snap = wait_for(kube, [Source(*ISVC, namespace, field_selector=f"metadata.name={NAME}"), Source("v1", "Pod", namespace)],
-                    isvc_check(namespace), deadline=budget, describe=f"inferenceservice {namespace}/{NAME} Ready")
+    with allure.step(f"apply InferenceService {namespace}/{NAME}"):
+        retry.call(lambda: kube.apply(manifest), what="apply InferenceService", is_transient=retry.is_install_race,
+                   deadline=budget)
+    with allure.step("wait for Ready, PredictorReady and IngressReady"):
+        sources = [Source(*ISVC, namespace, field_selector=f"metadata.name={NAME}"), Source("v1", "Pod", namespace)]
+        snap = wait_for(kube, sources, isvc_check(namespace), deadline=budget,
+                        describe=f"inferenceservice {namespace}/{NAME} Ready")
     return snap.items(0)[0], time.monotonic() - started
 
 
@@ -113,8 +116,9 @@ class Predictor:
                 raise RouteSettling(status, text)
             assert status == 200, f"predict {path} via {self.route} answered HTTP {status}: {text[:300]}"
             return json.loads(text), time.monotonic() - started
-        return retry.call(once, what=f"predict {path}", attempts=8, deadline=self.budget,
-                          is_transient=lambda e: f"gateway answered {e.status}" if isinstance(e, RouteSettling) else None)
+        with allure.step(f"POST {path} via {self.route} (Host {self.host})"):
+            return retry.call(once, what=f"predict {path}", attempts=8, deadline=self.budget,
+                              is_transient=lambda e: f"gateway answered {e.status}" if isinstance(e, RouteSettling) else None)
 
 
 class RouteSettling(Exception):

@@ -2,6 +2,7 @@
 container restarting in a loop, and runs the images the profile pins."""
 from __future__ import annotations
 
+import allure
 import pytest
 
 from stack.readiness import image_matches, pod_problems, workload_sources, workloads_check
@@ -39,8 +40,9 @@ def test_workloads_ready(component, profile, kube, stack, deadline, diagnostics)
     for ns in sorted({ns for _, ns, _ in workloads}):
         diagnostics.namespace(ns)
         in_ns = [w for w in workloads if w[1] == ns]
-        snap = wait_for(kube, workload_sources(ns), workloads_check(in_ns), deadline=budget,
-                        describe=f"{component} workloads in {ns}")
+        with allure.step(f"{len(in_ns)} workload(s) in {ns} Available with Ready pods"):
+            snap = wait_for(kube, workload_sources(ns), workloads_check(in_ns), deadline=budget,
+                            describe=f"{component} workloads in {ns}")
         looping = [f"pod {p['metadata']['name']}: {'; '.join(problems)}" for p in snap.items(2)
                    for problems in [pod_problems(p)[0]] if any("restarted" in x or "CrashLoop" in x for x in problems)]
         assert not looping, f"{component}: containers restarting in a loop: " + " | ".join(looping)

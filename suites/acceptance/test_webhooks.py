@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import re
 
+import allure
 import pytest
 
 from stack import retry
@@ -59,13 +60,15 @@ def test_webhooks_admitting(component, profile, kube, stack, test_namespace, dia
         webhook = probe["webhook"]
         admit = _probe_object(probe["admit"], ns, kube)
         try:
-            _dry_run(kube, admit)
+            with allure.step(f"dry-run a valid {admit['kind']}: webhook {webhook} must admit it"):
+                _dry_run(kube, admit)
         except KubeError as e:
             pytest.fail(f"{component}: webhook {webhook} not admitting a valid {admit['kind']}: {e.message}",
                         pytrace=False)
         deny = _probe_object(probe["deny"], ns, kube)
         try:
-            _dry_run(kube, deny)
+            with allure.step(f"dry-run an invalid {deny['kind']}: webhook {webhook} must deny it"):
+                _dry_run(kube, deny)
         except KubeError as e:
             assert re.search(probe["deny_pattern"], e.message), (
                 f"{component}: an invalid {deny['kind']} was refused, but not by webhook {webhook}: {e.message}")
