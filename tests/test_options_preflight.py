@@ -1,7 +1,6 @@
 """Option handling, provider selection and each preflight message: one clear error with a remedy, at once."""
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time

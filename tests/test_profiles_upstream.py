@@ -10,7 +10,7 @@ between a profile and upstream fails loudly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import pytest
 import yaml

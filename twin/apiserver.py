@@ -420,7 +420,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._update(route, query, body)
         if verb in ("patch", "apply") and route.name:
             return self._patch(route, query, body)
-        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     @staticmethod
     def _qualified(info: ResourceInfo) -> str:

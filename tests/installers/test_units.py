@@ -5,7 +5,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import yaml
 
 from installers import helm, manifests
 from installers.base import InstallContext, InstallError, image_tag, normalise_version, same_version

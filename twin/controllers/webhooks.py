@@ -120,7 +120,7 @@ def certmanager_validate(req, obj, ctx):
         if not kinds:
             errors.append("spec: Required value: at least one issuer must be configured")
         elif len(kinds) > 1:
-            errors.append(f"spec: Forbidden: may not specify more than one issuer type")
+            errors.append("spec: Forbidden: may not specify more than one issuer type")
         if "ca" in spec and not (spec.get("ca") or {}).get("secretName"):
             errors.append("spec.ca.secretName: Required value")
     if errors:
