@@ -1,0 +1,138 @@
+"""The kind code path end to end, without Docker: a fake Docker socket answers the preflight ping, a stub `kind`
+(--kind-bin) records its commands and hands out the kubeconfig of an empty twin, and the twin's helm stand-in and
+manifest mirror take the place of the network. So `--cluster kind` runs its real code: preflight, the kind config,
+create-or-reuse through pytest-kind-ng, the install of the whole stack, the checks, and the cluster's deletion.
+The twin labels its node as simulated, so even this run must be reported SIMULATED."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stack.profile import Profile
+from tests.helpers import run_pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.twin]
+
+STUB_KIND = r"""#!/usr/bin/env bash
+# Stand-in for kind: records argv, keeps the cluster list in a state file, hands out the twin's kubeconfig.
+set -euo pipefail
+here="$(dirname "$0")"
+echo "$*" >> "$here/kind.log"
+touch "$here/clusters"
+arg() { for a in "$@"; do case "$a" in --$KEY=*) echo "${a#--$KEY=}";; esac; done; }
+case "$1 ${2:-}" in
+  "get clusters") cat "$here/clusters" ;;
+  "create cluster") KEY=name name=$(arg "$@"); KEY=kubeconfig kc=$(arg "$@")
+      sed "s/: twin$/: kind-$name/" \
+        "$here/twin.kubeconfig" > "$kc"
+      echo "$name" >> "$here/clusters" ;;
+  "export kubeconfig") KEY=name name=$(arg "$@"); KEY=kubeconfig kc=$(arg "$@")
+      sed "s/: twin$/: kind-$name/" \
+        "$here/twin.kubeconfig" > "$kc" ;;
+  "delete cluster") KEY=name name=$(arg "$@"); grep -vx "$name" "$here/clusters" > "$here/clusters.new" || true
+      mv "$here/clusters.new" "$here/clusters" ;;
+  *) echo "stub kind: unsupported: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_docker(tmp_path):
+    """A unix socket answering Docker's /_ping, so the preflight sees a daemon."""
+    path = tmp_path / "docker.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"unix://{path}"
+    stop.set()
+    server.close()
+
+
+class KindWorld:
+    """An empty twin behind a stub kind, a fake Docker daemon, and the twin's helm and download stand-ins."""
+
+    def __init__(self, tmp_path: Path, docker_host: str, twin, profile: Profile):
+        from twin.helm_stub import write_helm_shim
+        from twin.manifest_mirror import write_mirror
+        self.tmp, self.twin, self.profile = tmp_path, twin, profile
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        self.kind = self.bin / "kind"
+        self.kind.write_text(STUB_KIND)
+        self.kind.chmod(0o755)
+        (self.bin / "twin.kubeconfig").write_text(Path(twin.kubeconfig_path).read_text())
+        shim_dir = write_helm_shim(tmp_path / "helm").parent
+        self.env = {"DOCKER_HOST": docker_host, "KSTACK_INGRESS_URL": twin.gateway_url,
+                    "PATH": f"{shim_dir}:{os.environ['PATH']}",
+                    "KSTACK_MANIFEST_MIRROR": write_mirror(profile, tmp_path / "mirror"),
+                    "KSTACK_TWIN_PROFILE": str(profile.path), "KSTACK_CACHE_DIR": str(tmp_path / "cache"),
+                    "KSTACK_HELM_LOG": str(tmp_path / "helm.jsonl")}
+
+    def run(self, name: str, *args: str) -> tuple[dict, str]:
+        results, out = self.tmp / f"results-{name}", self.tmp / f"out-{name}"
+        proc = run_pytest("suites/acceptance", "--cluster", "kind", "--kind-bin", str(self.kind), "--cluster-name",
+                          "kt", "--alluredir", str(results), "--signoff-dir", str(out), *args, env=self.env,
+                          timeout=420)
+        output = proc.stdout + proc.stderr
+        assert (out / "signoff.json").exists(), output[-5000:]
+        return json.loads((out / "signoff.json").read_text()), output
+
+    def kind_log(self) -> list[str]:
+        return (self.bin / "kind.log").read_text().splitlines()
+
+    def helm_installs(self) -> list[str]:
+        lines = [json.loads(x) for x in (self.tmp / "helm.jsonl").read_text().splitlines()]
+        return [x["argv"][2] for x in lines if x["argv"][:2] == ["upgrade", "--install"]]
+
+
+@pytest.fixture
+def world(tmp_path, fake_docker):
+    from twin import Twin
+    profile = Profile.load("seed")
+    with Twin(profile, preinstalled=False) as twin:
+        yield KindWorld(tmp_path, fake_docker, twin, profile)
+
+
+def test_kind_path_creates_installs_verifies_and_deletes(world):
+    doc, output = world.run("first")
+    assert doc["verdict"] == "PASS", output[-5000:]
+    assert doc["simulated"] is True and doc["cluster"]["provider"] == "kind"
+    create = next(line for line in world.kind_log() if line.startswith("create cluster"))
+    assert f"--image={world.profile.kind['node_image']}" in create and "--name=kt" in create and "--config" in create
+    config = yaml.safe_load(Path(create.split("--config ")[1].split()[0]).read_text())
+    assert config["nodes"][0]["extraPortMappings"][0]["containerPort"] == 31080
+    assert any(line.startswith("delete cluster") and "--name=kt" in line for line in world.kind_log())
+    assert world.helm_installs() == ["cert-manager", "istio-base", "istiod", "istio-ingressgateway"]
+
+
+def test_kind_cluster_is_reused_by_name_and_a_rerun_installs_nothing(world):
+    world.run("first", "--keep-cluster")
+    assert not any(line.startswith("delete cluster") for line in world.kind_log()), "--keep-cluster kept it"
+    installs = len(world.helm_installs())
+    doc, output = world.run("second", "--keep-cluster")
+    assert doc["verdict"] == "PASS", output[-5000:]
+    log = world.kind_log()
+    assert sum(line.startswith("create cluster") for line in log) == 1, log
+    assert any(line.startswith("export kubeconfig") for line in log), log
+    assert len(world.helm_installs()) == installs, "the rerun called helm again"
+    assert "already at v1.13.0; skipping" in output
