@@ -1,0 +1,87 @@
+"""Failure messages read as sentences about the stack, and terminal states are recognised."""
+from __future__ import annotations
+
+import base64
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from stack.readiness import ca_bundle_problem, crd_status, deployment_status, image_matches, pod_problems
+
+
+def _deployment(ready=0, want=1, generation=1, observed=1, available=False):
+    return {"metadata": {"name": "kserve-controller-manager", "namespace": "kserve", "generation": generation},
+            "spec": {"replicas": want},
+            "status": {"observedGeneration": observed, "readyReplicas": ready, "availableReplicas": ready,
+                       "updatedReplicas": ready, "replicas": want,
+                       "conditions": [{"type": "Available", "status": "True" if available else "False"}]}}
+
+
+def _pod(waiting: dict[str, str] | None = None, init_exit: int | None = None):
+    statuses = [{"name": name, "ready": False, "restartCount": 0, "image": image,
+                 "state": {"waiting": {"reason": reason}}} for name, (reason, image) in (waiting or {}).items()]
+    init = [{"name": "storage-initializer", "image": "kserve/storage-initializer:v0.11.0", "restartCount": 0,
+             "state": {"terminated": {"exitCode": init_exit, "reason": "Error"}}}] if init_exit is not None else []
+    return {"metadata": {"name": "p"}, "spec": {"containers": []},
+            "status": {"phase": "Pending", "containerStatuses": statuses, "initContainerStatuses": init}}
+
+
+def test_image_pull_backoff_reads_as_the_issue_example_and_is_terminal():
+    pod = _pod({"kube-rbac-proxy": ("ImagePullBackOff", "gcr.io/kubebuilder/kube-rbac-proxy:v0.13.1")})
+    pod["status"]["containerStatuses"].insert(0, {"name": "manager", "ready": True, "restartCount": 0,
+                                                  "state": {"running": {}}})
+    status = deployment_status(_deployment(), [pod], "kserve/kserve-controller-manager")
+    assert not status.done
+    assert status.observed == ("deployment kserve/kserve-controller-manager: 0/1 ready; container kube-rbac-proxy "
+                               "ImagePullBackOff (gcr.io/kubebuilder/kube-rbac-proxy:v0.13.1)")
+    assert status.terminal == status.observed
+
+
+def test_crash_loop_is_terminal_and_a_creating_container_is_not():
+    assert pod_problems(_pod({"c": ("CrashLoopBackOff", "i:1")}))[1]
+    assert pod_problems(_pod({"c": ("ContainerCreating", "i:1")}))[1] is None
+
+
+def test_storage_initializer_failure_is_terminal():
+    problems, terminal = pod_problems(_pod(init_exit=1))
+    assert terminal == "init container storage-initializer failed: Error exit 1 (kserve/storage-initializer:v0.11.0)"
+
+
+def test_ready_needs_the_current_generation_observed():
+    assert deployment_status(_deployment(1, available=True), [], "ns/d").done
+    stale = deployment_status(_deployment(1, generation=2, observed=1, available=True), [], "ns/d")
+    assert not stale.done and "not yet observed for the current generation" in stale.observed
+
+
+def test_crd_versions_missing():
+    crd = {"metadata": {"name": "x.example.com"}, "spec": {"versions": [{"name": "v1", "served": True}]},
+           "status": {"conditions": [{"type": "Established", "status": "True"}, {"type": "NamesAccepted", "status": "True"}]}}
+    assert crd_status(crd, "x.example.com", ["v1"]).done
+    missing = crd_status(crd, "x.example.com", ["v1", "v2"])
+    assert not missing.done and "missing versions ['v2']" in missing.observed
+    assert crd_status(None, "x.example.com").observed == "CRD x.example.com absent"
+
+
+def test_image_pins_with_unpinnable_digests():
+    assert image_matches("gcr.io/knative-releases/x@sha256:*", "gcr.io/knative-releases/x@sha256:" + "a" * 64)
+    assert not image_matches("gcr.io/knative-releases/x@sha256:*", "gcr.io/other/x@sha256:" + "a" * 64)
+    assert not image_matches("kserve/kserve-controller:v0.11.0", "kserve/kserve-controller:v0.11.1")
+
+
+def _ca_pem() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_ca_bundle_placeholder_and_garbage_are_problems():
+    assert ca_bundle_problem("Cg==") == "caBundle not injected (placeholder)"
+    assert "not valid PEM" in ca_bundle_problem(base64.b64encode(b"not a cert").decode())
+    assert ca_bundle_problem(base64.b64encode(_ca_pem()).decode()) is None
