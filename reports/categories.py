@@ -9,7 +9,7 @@ so the order below is the precedence):
 3. Webhook/TLS not ready      "x509", "certificate signed by unknown authority", "caBundle", "failed calling webhook",
                               "no endpoints available", "webhook not admitting" (not when the message is about a
                               manifest download: a TLS error on a download is an install failure)
-4. Install failure            starts with "install failed", "install of <component> failed", "helm", "manifest download"
+4. Install failure            starts with "install failed" (after pytest's "Failed: "), "install of <component> failed", "helm", "manifest download"
 5. Component not ready        "CrashLoopBackOff", "not ready", "not Available", "0/N ready", "NotReady",
                               "not Established"
 6. Timeout                    "timed out", "deadline"
@@ -74,7 +74,8 @@ _RULES: tuple[tuple[str, list[str], str | None], ...] = (
     (
         "Install failure",
         FAILURE_STATUSES,
-        r"^(?:[Ii]nstall failed" + _ANY + r"|" + _contains(
+        # pytest.fail() messages reach Allure as "Failed: <message>".
+        r"^(?:(?:Failed: )?[Ii]nstall failed" + _ANY + r"|" + _contains(
             r"install of \S+ failed",
             r"\b[Hh]elm\b",
             r"manifest download",

@@ -141,3 +141,17 @@ def test_a_standalone_twin_verified_as_an_existing_cluster_is_still_simulated(tm
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     assert doc["simulated"] is True and doc["cluster"]["provider"] == "existing", doc["cluster"]
+
+
+def test_an_install_that_fails_fails_every_check_with_one_install_message(tmp_path):
+    """--install always re-applies the stack through the installers; a component that cannot become ready stops the
+    install, and each check then fails with that one message, filed under "Install failure"."""
+    from reports.categories import classify
+    doc, output, results = run_twin(tmp_path, "--install", "always", "--twin-fault",
+                                    "crashloop:knative-serving/autoscaler", "--timeout-scale", "0.05")
+    assert doc["verdict"] == "FAIL" and set(statuses(doc).values()) == {"failed"}, statuses(doc)
+    assert "kstack: install failed: knative" in output
+    for f in results.glob("*-result.json"):
+        r = json.loads(f.read_text())
+        if r["status"] in ("failed", "broken"):
+            assert classify(r["status"], r["statusDetails"]["message"]) == "Install failure", r["statusDetails"]

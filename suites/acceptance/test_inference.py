@@ -117,7 +117,7 @@ class Predictor:
             assert status == 200, f"predict {path} via {self.route} answered HTTP {status}: {text[:300]}"
             return json.loads(text), time.monotonic() - started
         with allure.step(f"POST {path} via {self.route} (Host {self.host})"):
-            return retry.call(once, what=f"predict {path}", attempts=8, deadline=self.budget,
+            return retry.call(once, what=f"predict {path}", attempts=12, deadline=self.budget,
                               is_transient=lambda e: f"gateway answered {e.status}" if isinstance(e, RouteSettling) else None)
 
 

@@ -27,6 +27,8 @@ SAMPLES = [
     ("failed", "ValidatingWebhookConfiguration inferenceservice.serving.kserve.io has an empty caBundle",
      "Webhook/TLS not ready"),
     ("broken", "install failed: cert-manager: helm upgrade --install exited 1: chart not found", "Install failure"),
+    ("failed", "Failed: install failed: knative did not become ready: deployment knative-serving/autoscaler: 0/1 "
+               "ready; container autoscaler CrashLoopBackOff (gcr.io/knative-releases/x@sha256:1)", "Install failure"),
     ("broken", "install of knative failed: manifest download https://github.com/knative/serving/releases/"
                "download/knative-v1.11.0/serving-core.yaml: x509: certificate has expired", "Install failure"),
     ("failed", "deployment knative-serving/activator 0/1 ready; pod activator-8d45 CrashLoopBackOff (5 restarts)",
