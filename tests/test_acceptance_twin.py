@@ -155,3 +155,42 @@ def test_an_install_that_fails_fails_every_check_with_one_install_message(tmp_pa
         r = json.loads(f.read_text())
         if r["status"] in ("failed", "broken"):
             assert classify(r["status"], r["statusDetails"]["message"]) == "Install failure", r["statusDetails"]
+
+
+def _processes_with(token: str) -> list[int]:
+    """Pids whose environment carries the token (so this test sees only the run it started)."""
+    pids = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if token.encode() in env.read_bytes():
+                pids.append(int(env.parent.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_an_interrupted_run_leaves_no_process_behind(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from tests.helpers import ROOT
+    token = f"KSTACK_INTERRUPT_TEST={uuid.uuid4().hex}"
+    env = {**os.environ, token.split("=")[0]: token.split("=")[1]}
+    env.pop("KSTACK_HANDOFF", None)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/acceptance", "--cluster", "twin", "-k", "iris",
+                             "--alluredir", str(tmp_path / "r"), "--signoff-dir", str(tmp_path / "o")],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_processes_with(token)) < 2:   # pytest + its first model server
+        time.sleep(0.2)
+    assert len(_processes_with(token)) >= 2, "the run never started a model server"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _processes_with(token):
+        time.sleep(0.2)
+    assert _processes_with(token) == [], "processes left behind after the interrupt"
