@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -75,6 +76,8 @@ class Kube:
             raise KubeError(0, "BadKubeconfig", f"cannot use kubeconfig {kubeconfig or '~/.kube/config'}"
                             f"{f' context {context}' if context else ''}: {e}") from None
         self.server = self.api_client.configuration.host
+        # Several watches run at once during a wait (a workload, its pods...): room for them in the pool.
+        self.api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 32
         self._dynamic: DynamicClient | None = None
         self._lock = threading.Lock()
         self.requests: Counter = Counter()   # (verb, kind) -> count, for benchmarks and tests
@@ -147,14 +150,16 @@ class Kube:
         return out.get("items", []), out.get("metadata", {}).get("resourceVersion", "")
 
     def watch(self, api_version: str, kind: str, namespace: str | None, resource_version: str,
-              timeout: int, label_selector: str | None = None, field_selector: str | None = None) -> Iterator[tuple[str, dict]]:
-        """Events (type, object) from a resourceVersion; raises KubeError(410) when it expired."""
+              timeout: int, label_selector: str | None = None, field_selector: str | None = None,
+              watcher: k8s_watch.Watch | None = None) -> Iterator[tuple[str, dict]]:
+        """Events (type, object) from a resourceVersion; raises KubeError(410) when it expired.
+        `watcher.stop()` from another thread ends the stream at once (it shuts the socket down)."""
         res = self.resource(api_version, kind)
         self.requests[("watch", kind.lower())] += 1
         try:
             for event in self.dynamic.watch(res, namespace=namespace, label_selector=label_selector,
                                             field_selector=field_selector, resource_version=resource_version,
-                                            timeout=timeout, allow_watch_bookmarks=True):
+                                            timeout=timeout, allow_watch_bookmarks=True, watcher=watcher):
                 yield event["type"], event["raw_object"]
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
             raise _translate(e, f"watch {kind.lower()}", self.server) from None

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from kubernetes import watch as k8s_watch
+
 from stack import retry
 from stack.kube import Kube, KubeError
 
@@ -86,6 +88,11 @@ class _Watcher(threading.Thread):
     def __init__(self, kube: Kube, index: int, source: Source, events: queue.Queue, stop: threading.Event):
         super().__init__(daemon=True, name=f"wait-{source.kind}")
         self.kube, self.index, self.source, self.events, self.stop = kube, index, source, events, stop
+        self.watcher = k8s_watch.Watch()
+
+    def halt(self) -> None:
+        """End this watcher now: the wait is over, so its open watch must not linger."""
+        self.watcher.stop()
 
     def run(self) -> None:
         s = self.source
@@ -96,8 +103,11 @@ class _Watcher(threading.Thread):
                 if rv is None:
                     items, rv = self.kube.list(s.api_version, s.kind, s.namespace, s.label_selector, s.field_selector)
                     self.events.put((self.index, "RELIST", items))
+                self.watcher = k8s_watch.Watch()
+                if self.stop.is_set():
+                    return
                 for etype, obj in self.kube.watch(s.api_version, s.kind, s.namespace, rv, WATCH_CHUNK_SECONDS,
-                                                  s.label_selector, s.field_selector):
+                                                  s.label_selector, s.field_selector, watcher=self.watcher):
                     if self.stop.is_set():
                         return
                     rv = obj.get("metadata", {}).get("resourceVersion", rv)
@@ -105,6 +115,8 @@ class _Watcher(threading.Thread):
                     if etype != "BOOKMARK":
                         self.events.put((self.index, etype, obj))
             except KubeError as e:
+                if self.stop.is_set():   # the wait is over; an error from the closed stream means nothing
+                    return
                 if e.status == 410:          # our resourceVersion expired: list again
                     log.info("watch of %s expired (410 Gone); listing again", s.kind)
                     rv = None
@@ -122,6 +134,8 @@ class _Watcher(threading.Thread):
                 self.events.put((self.index, "FAILED", e))
                 return
             except Exception as e:  # noqa: BLE001 - surfaced to the waiting thread, not swallowed
+                if self.stop.is_set():
+                    return
                 self.events.put((self.index, "FAILED", e))
                 return
 
@@ -166,7 +180,8 @@ def wait_for(kube: Kube, sources: list[Source], check: Callable[[Snapshot], Stat
                     raise TerminalState(f"{describe}: {last.terminal}")
             if time.monotonic() >= next_progress:
                 log.info("waiting for %s (%.0fs left): %s", describe, deadline.remaining(), last.observed)
-                print(f"  ... {describe}: {last.observed} ({deadline.remaining():.0f}s left)", flush=True)
                 next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
     finally:
         stop.set()
+        for w in watchers:
+            w.halt()
