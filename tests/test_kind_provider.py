@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -136,3 +137,23 @@ def test_kind_cluster_is_reused_by_name_and_a_rerun_installs_nothing(world):
     assert any(line.startswith("export kubeconfig") for line in log), log
     assert len(world.helm_installs()) == installs, "the rerun called helm again"
     assert "already at v1.13.0; skipping" in output
+
+
+def test_a_missing_kind_binary_is_one_clear_error(tmp_path, fake_docker):
+    helm_dir = tmp_path / "helm-bin"
+    helm_dir.mkdir()
+    (helm_dir / "helm").write_text("#!/bin/sh\necho v3.15.0\n")
+    (helm_dir / "helm").chmod(0o755)
+    proc = run_pytest("suites/acceptance", "--kind-bin", str(tmp_path / "no-kind"),
+                      env={"DOCKER_HOST": fake_docker, "PATH": f"{helm_dir}:{os.environ['PATH']}"}, timeout=60)
+    assert proc.returncode == 4
+    assert "--kind-bin" in proc.stderr and "does not exist" in proc.stderr and "remedy:" in proc.stderr
+
+
+def test_kind_without_helm_is_one_clear_error(tmp_path, fake_docker):
+    python_only = tmp_path / "bin"
+    python_only.mkdir()
+    os.symlink(sys.executable, python_only / "python3")
+    proc = run_pytest("suites/acceptance", env={"DOCKER_HOST": fake_docker, "PATH": str(python_only)}, timeout=60)
+    assert proc.returncode == 4
+    assert "`helm` not found on PATH" in proc.stderr and "helm.sh" in proc.stderr
