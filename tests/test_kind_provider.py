@@ -30,6 +30,7 @@ arg() { for a in "$@"; do case "$a" in --$KEY=*) echo "${a#--$KEY=}";; esac; don
 case "$1 ${2:-}" in
   "get clusters") cat "$here/clusters" ;;
   "create cluster") KEY=name name=$(arg "$@"); KEY=kubeconfig kc=$(arg "$@")
+      prev=""; for a in "$@"; do [ "$prev" = "--config" ] && cp "$a" "$here/kind-config.yaml"; prev="$a"; done
       sed "s/: twin$/: kind-$name/" \
         "$here/twin.kubeconfig" > "$kc"
       echo "$name" >> "$here/clusters" ;;
@@ -120,7 +121,8 @@ def test_kind_path_creates_installs_verifies_and_deletes(world):
     assert doc["simulated"] is True and doc["cluster"]["provider"] == "kind"
     create = next(line for line in world.kind_log() if line.startswith("create cluster"))
     assert f"--image={world.profile.kind['node_image']}" in create and "--name=kt" in create and "--config" in create
-    config = yaml.safe_load(Path(create.split("--config ")[1].split()[0]).read_text())
+    config = yaml.safe_load((world.bin / "kind-config.yaml").read_text())
+    assert config["nodes"][0]["image"] == world.profile.kind["node_image"]
     assert config["nodes"][0]["extraPortMappings"][0]["containerPort"] == 31080
     assert any(line.startswith("delete cluster") and "--name=kt" in line for line in world.kind_log())
     assert world.helm_installs() == ["cert-manager", "istio-base", "istiod", "istio-ingressgateway"]
