@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: acceptance test venv venv-twin report clean
+.PHONY: acceptance acceptance-twin test venv venv-twin report clean
 
 $(VENV)/.suite: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ venv-twin: $(VENV)/.twin
 
 acceptance: $(VENV)/.suite
 	$(PY) -m pytest suites/acceptance $(ARGS)
+
+# The acceptance suites against the twin (no Docker); its reports say SIMULATED.
+acceptance-twin: $(VENV)/.twin
+	$(PY) -m pytest suites/acceptance --cluster twin $(ARGS)
 
 test: $(VENV)/.twin
 	$(PY) -m pytest tests -n 2 $(ARGS)
