@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 from stack import diagnostics, readiness
 from stack.kube import Kube, NoSuchKind
 from stack.profile import Component, Profile
+from stack.versions import running_version
 from stack.wait import Deadline, Snapshot, Source, Status, TerminalState, WaitTimeout, wait_for
 
 MODES = ("auto", "always", "never")
@@ -95,27 +96,6 @@ class InstallContext:
         self.progress(f"[{component} {time.monotonic() - self._started:.1f}s] {message}")
 
 
-def normalise_version(version: str | None) -> str | None:
-    """"1.11.0" and "v1.11.0" are the same version."""
-    if version is None:
-        return None
-    v = str(version).strip()
-    return v if v.startswith("v") or not v[:1].isdigit() else "v" + v
-
-
-def same_version(a: str | None, b: str | None) -> bool:
-    return a is not None and b is not None and normalise_version(a) == normalise_version(b)
-
-
-def image_tag(image: str) -> str | None:
-    """The tag of an image reference ("repo/name:tag@sha256:..." -> "tag"); the digest when there is no tag."""
-    name, _, digest = image.partition("@")
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        return last.rsplit(":", 1)[1]
-    return f"@{digest}" if digest else None
-
-
 def split_ref(ref: str) -> tuple[str | None, str]:
     """'NS/NAME' -> (NS, NAME); 'NAME' -> (None, NAME)."""
     ns, _, name = ref.rpartition("/")
@@ -176,18 +156,7 @@ class Addon:
     # -- version ---------------------------------------------------------------------------------------------------
     def installed_version(self, ctx: InstallContext) -> str | None:
         """The running version per the profile's version_probe, normalised ("v1.11.0"); None when absent."""
-        probe = self.component.version_probe
-        dep = ctx.kube.get("apps/v1", "Deployment", probe["deployment"], probe["namespace"])
-        if dep is None:
-            return None
-        if probe.get("label"):
-            return normalise_version(((dep.get("metadata") or {}).get("labels") or {}).get(probe["label"]))
-        containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
-        wanted = probe.get("container")
-        for c in containers:
-            if wanted is None or c.get("name") == wanted:
-                return normalise_version(image_tag(c.get("image", "")))
-        return None
+        return running_version(ctx.kube, self.component.version_probe)
 
     # -- install ---------------------------------------------------------------------------------------------------
     def install(self, ctx: InstallContext) -> None:

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from installers.addons import addon_for
-from installers.base import Addon, Download, InstallContext, InstallError, Readiness, normalise_version, same_version
+from installers.base import Addon, Download, InstallContext, InstallError, Readiness
+from stack.versions import normalise_version, same_version
 from stack.wait import Deadline
 
 

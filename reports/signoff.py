@@ -34,6 +34,7 @@ from filelock import FileLock
 
 from stack.criteria import CRITERIA, applicable as _criterion_applicable
 from stack.redact import scrub
+from stack.versions import same_version
 
 from reports.categories import classify
 
@@ -410,7 +411,7 @@ def _version_rows(doc: dict) -> list[tuple[str, str, str, str]]:
     for component in sorted(set(doc["versions"]) | set(doc["running_versions"])):
         want = doc["versions"].get(component)
         have = doc["running_versions"].get(component)
-        match = "unknown" if not have or not want else ("yes" if str(have) == str(want) else "NO")
+        match = "unknown" if not have or not want else ("yes" if same_version(str(have), str(want)) else "NO")
         rows.append((component, _text(want), _text(have) if have else "unreadable", match))
     return rows
 

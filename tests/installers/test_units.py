@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from installers import helm, manifests
-from installers.base import InstallContext, InstallError, image_tag, normalise_version, same_version
+from installers.base import InstallContext, InstallError
+from stack.versions import image_tag, normalise_version, same_version
 from installers.plan import Plan
 from stack.profile import Profile
 

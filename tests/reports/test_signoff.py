@@ -271,3 +271,11 @@ def test_cli_missing_dir(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "not a directory" in proc.stderr
+
+
+def test_versions_match_whatever_the_v_prefix():
+    """The profile says "1.19.0" for Istio; the running version is read normalised, as the installers read it."""
+    from reports.signoff import _version_rows
+    rows = _version_rows({"versions": {"istio": "1.19.0", "kserve": "v0.11.0"},
+                          "running_versions": {"istio": "v1.19.0", "kserve": "v0.10.0"}})
+    assert dict((r[0], r[3]) for r in rows) == {"istio": "yes", "kserve": "NO"}
