@@ -35,10 +35,6 @@ def _cond_text(obj: dict | None, type_: str) -> str:
     return f"{type_}={c.get('status')}" + (f" ({extra})" if extra else "")
 
 
-def selector_string(match_labels: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted((match_labels or {}).items()))
-
-
 # -- pods ------------------------------------------------------------------------------------------------------------
 def pod_problems(pod: dict) -> tuple[list[str], str | None]:
     """Sentences about a pod's unhealthy containers, and the terminal one if any."""
@@ -68,10 +64,6 @@ def pod_problems(pod: dict) -> tuple[list[str], str | None]:
             if cs.get("restartCount", 0) >= 3 and kind == "container":
                 problems.append(f"container {name} restarted {cs['restartCount']} times")
     return problems, terminal
-
-
-def pod_ready(pod: dict) -> bool:
-    return (pod.get("status") or {}).get("phase") == "Running" and condition_true(pod, "Ready")
 
 
 def pods_summary(pods: list[dict]) -> tuple[str, str | None]:

@@ -1,9 +1,12 @@
 """Shared helpers for the suite's own tests."""
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,3 +19,33 @@ def run_pytest(*args: str, env: dict | None = None, timeout: float = 600, cwd: P
     full_env.pop("KSTACK_HANDOFF", None)
     return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def fake_docker_daemon(directory: Path):
+    """A unix socket answering Docker's /_ping with 200, so the preflight sees a daemon: yields its DOCKER_HOST."""
+    path = directory / "docker.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"unix://{path}"
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        server.close()

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
 from stack.profile import Profile
-from tests.helpers import run_pytest
+from tests.helpers import fake_docker_daemon, run_pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
@@ -46,28 +44,8 @@ esac
 
 @pytest.fixture
 def fake_docker(tmp_path):
-    """A unix socket answering Docker's /_ping, so the preflight sees a daemon."""
-    path = tmp_path / "docker.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(8)
-    stop = threading.Event()
-
-    def serve():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.recv(1024)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"unix://{path}"
-    stop.set()
-    server.close()
+    with fake_docker_daemon(tmp_path) as docker_host:
+        yield docker_host
 
 
 class KindWorld:

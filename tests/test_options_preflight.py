@@ -1,8 +1,6 @@
 """Option handling, provider selection and each preflight message: one clear error with a remedy, at once."""
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import yaml
 from fixtures import preflight
 from fixtures.kind import kind_config
 from stack.profile import Profile
-from tests.helpers import run_pytest
+from tests.helpers import fake_docker_daemon, run_pytest
 
 NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 
@@ -79,20 +77,8 @@ def test_docker_check_names_docker_and_the_alternatives():
 
 
 def test_docker_check_passes_when_the_daemon_answers(tmp_path):
-    path = tmp_path / "docker.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(1)
-
-    def answer():
-        conn, _ = server.accept()
-        conn.recv(1024)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
-        conn.close()
-
-    threading.Thread(target=answer, daemon=True).start()
-    assert preflight.docker_reachable({"DOCKER_HOST": f"unix://{path}"}) is None
-    server.close()
+    with fake_docker_daemon(tmp_path) as docker_host:
+        assert preflight.docker_reachable({"DOCKER_HOST": docker_host}) is None
 
 
 def test_missing_helm_is_found_through_path(tmp_path, monkeypatch):
