@@ -25,7 +25,7 @@ DEFAULT_RESULTS = Path("reports") / "allure-results"
 DEFAULT_SIGNOFF = Path("reports") / "out"
 
 
-def _is_worker(config: pytest.Config) -> bool:
+def is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
@@ -53,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     target = default_results_dir(config)
     config.option.allure_report_dir = str(target)
-    if _is_worker(config) or getattr(config.option, "collectonly", False):
+    if is_worker(config) or getattr(config.option, "collectonly", False):
         return
     clean_results_dir(target)
 
@@ -92,7 +92,7 @@ def signoff_dir(config: pytest.Config) -> Path:
 def finalize(config: pytest.Config, run: dict[str, Any] | None) -> list[Path]:
     """Write environment.properties, executor.json, categories.json into the results dir, then the sign-off into
     --signoff-dir; print a one-line summary. A no-op (returns []) in xdist workers."""
-    if _is_worker(config):
+    if is_worker(config):
         return []
     rdir = results_dir(config)
     rdir.mkdir(parents=True, exist_ok=True)
