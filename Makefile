@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: acceptance acceptance-twin test venv venv-twin report clean
+.PHONY: acceptance acceptance-twin controlplane test venv venv-twin report clean
 
 $(VENV)/.suite: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,16 @@ venv-twin: $(VENV)/.twin
 acceptance: $(VENV)/.suite
 	$(PY) -m pytest suites/acceptance $(ARGS)
 
+# The twin's control plane (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, KWOK) built from source
+# through the Go module proxy into ~/.cache/kstack/twin-bin (KSTACK_CACHE_DIR); cached, so warm runs take a second.
+controlplane: $(VENV)/.twin
+	$(PY) -m twin.toolchain
+
 # The acceptance suites against the twin (no Docker); its reports say SIMULATED.
-acceptance-twin: $(VENV)/.twin
+acceptance-twin: controlplane
 	$(PY) -m pytest suites/acceptance --cluster twin $(ARGS)
 
-test: $(VENV)/.twin
+test: controlplane
 	$(PY) -m pytest tests -n 2 $(ARGS)
 
 report: $(VENV)/.suite
