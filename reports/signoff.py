@@ -21,7 +21,6 @@ import argparse
 import datetime as _dt
 import gzip
 import hashlib
-import html
 import io
 import json
 import os
@@ -37,6 +36,12 @@ from stack.redact import scrub
 from stack.versions import same_version
 
 from reports.categories import classify
+from reports.render import atomic_write as _atomic_write
+from reports.render import format_seconds as _fmt_seconds
+from reports.render import h as _h
+from reports.render import html_table as _html_table
+from reports.render import md_table as _md_table
+from reports.render import text as _text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "reports" / "out"
@@ -379,27 +384,8 @@ def write_bundle(results_dir: Path, bundle_path: Path, exclude: Iterable[Path] =
     return hashlib.sha256(payload).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # rendering
-
-
-def _fmt_seconds(value: Any) -> str:
-    if isinstance(value, (int, float)):
-        return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min ({value:.0f} s)"
-    return "unknown"
-
-
-def _text(value: Any) -> str:
-    return "—" if value is None or value == "" else str(value)
 
 
 def _yes_no(value: Any) -> str:
@@ -432,16 +418,6 @@ def _pods_by_namespace(doc: dict) -> dict[str, list[dict]]:
 def _pod_row(pod: dict) -> list[str]:
     return [_text(pod.get("name")), _text(pod.get("ready")), _text(pod.get("status")),
             _text(pod.get("restarts")), _text(pod.get("age"))]
-
-
-def _md_cell(value: Any) -> str:
-    return _text(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
-
-
-def _md_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _code_block(text: str) -> str:
@@ -538,16 +514,6 @@ pre{background:#f6f8fa;padding:.6rem;overflow-x:auto}code{font-family:ui-monospa
 .status{padding:0 .4rem;border-radius:.2rem;white-space:nowrap}.over{color:#c62828;font-weight:bold}
 .msg{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
 """
-
-
-def _h(value: Any) -> str:
-    return html.escape(_text(value), quote=True)
-
-
-def _html_table(header: list[str], rows: list[list[str]], raw: bool = False) -> str:
-    head = "".join(f"<th>{_h(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{v if raw else _h(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render_html(doc: dict) -> str:
