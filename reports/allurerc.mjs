@@ -1,9 +1,15 @@
-// Allure 3 configuration for `make report` (reports/build_html.sh). Offline: no analytics, no history service.
-// The awesome plugin (Allure 3 UI) in 3.18.0 always emits a Google Analytics tag; build_html.sh strips it and fails
-// the build if any external script reference remains. ALLURE_NO_ANALYTICS=true covers the plugins that honour it.
+// Allure 3 configuration for `make report` and the nightly matrix (reports/build_html.py). Offline: no analytics, no
+// history service. The awesome plugin (Allure 3 UI) in 3.18.0 always emits a Google Analytics tag; build_html.py strips
+// it and fails the build if any external script reference remains. ALLURE_NO_ANALYTICS=true covers the plugins that
+// honour it.
+// History: build_html.py --history FILE sets KSTACK_ALLURE_HISTORY; Allure reads that JSONL file for trends and appends
+// this report's entry to it (historyLimit keeps the last nights).
+const historyPath = process.env.KSTACK_ALLURE_HISTORY;
+
 export default {
   name: "KServe stack conformance",
   output: "./allure-report",
+  ...(historyPath ? { historyPath, historyLimit: 60 } : {}),
   plugins: {
     awesome: {
       options: {

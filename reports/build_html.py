@@ -1,9 +1,14 @@
 """Build the Allure HTML report offline with Allure 3 (npm package `allure`, pinned in reports/package.json).
 
-    python -m reports.build_html [RESULTS_DIR] [-o OUT_DIR]
+    python -m reports.build_html [RESULTS_DIR...] [-o OUT_DIR] [--history FILE]
 
-Defaults: reports/allure-results -> reports/allure-report. Installs the npm package with `npm ci --prefix reports`
-when reports/node_modules lacks it. Uses reports/allurerc.mjs (awesome plugin, single self-contained index.html).
+Defaults: reports/allure-results -> reports/allure-report. Several results folders (one per profile) merge into one
+report; each test keeps its profile as an Allure parameter, so the profiles' results stay apart. With --history,
+Allure 3 reads the JSONL history file and appends this report's entry to it (`historyPath`): carry the file from one
+run to the next (the nightly workflow keeps it in the Actions cache) and the report shows trends across runs.
+
+Installs the npm package with `npm ci --prefix reports` when reports/node_modules lacks it. Uses reports/allurerc.mjs
+(awesome plugin, single self-contained index.html).
 
 Analytics: ALLURE_NO_ANALYTICS=true is set (honoured by the allure2/classic templates); the awesome plugin of
 Allure 3.18.0 emits its Google Analytics tag unconditionally, so the tag is stripped from the generated HTML, and the
@@ -18,11 +23,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 REPORTS = Path(__file__).resolve().parent
 DEFAULT_RESULTS = REPORTS / "allure-results"
 DEFAULT_OUT = REPORTS / "allure-report"
 CONFIG = REPORTS / "allurerc.mjs"
+HISTORY_ENV = "KSTACK_ALLURE_HISTORY"   # read by allurerc.mjs as its historyPath
 ALLURE_BIN = REPORTS / "node_modules" / ".bin" / "allure"
 
 _ANALYTICS = (
@@ -71,16 +78,25 @@ def external_references(html: str) -> list[str]:
     return [m.group(0) for m in _EXTERNAL.finditer(html)]
 
 
-def build(results_dir: Path = DEFAULT_RESULTS, out_dir: Path = DEFAULT_OUT) -> Path:
-    """Generate the report; returns the path of its index.html."""
-    results_dir, out_dir = Path(results_dir).resolve(), Path(out_dir).resolve()
-    if not results_dir.is_dir():
-        raise BuildError(f"no allure results at {results_dir}")
+def build(results_dirs: Path | Sequence[Path] = DEFAULT_RESULTS, out_dir: Path = DEFAULT_OUT,
+          history: Path | None = None) -> Path:
+    """Generate the report from one or more results folders; returns the path of its index.html."""
+    dirs = [Path(results_dirs)] if isinstance(results_dirs, (str, Path)) else [Path(d) for d in results_dirs]
+    dirs = [d.resolve() for d in dirs]
+    out_dir = Path(out_dir).resolve()
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing or not dirs:
+        raise BuildError(f"no allure results at {', '.join(missing) or '(no folder given)'}")
     ensure_installed()
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    cmd = [str(ALLURE_BIN), "generate", "--config", str(CONFIG), "--output", str(out_dir), str(results_dir)]
-    proc = subprocess.run(cmd, cwd=REPORTS, env=_env(), capture_output=True, text=True)
+    env = _env()
+    if history is not None:
+        history = Path(history).resolve()
+        history.parent.mkdir(parents=True, exist_ok=True)
+        env[HISTORY_ENV] = str(history)
+    cmd = [str(ALLURE_BIN), "generate", "--config", str(CONFIG), "--output", str(out_dir), *map(str, dirs)]
+    proc = subprocess.run(cmd, cwd=REPORTS, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(f"allure generate failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     index = out_dir / "index.html"
@@ -99,11 +115,13 @@ def build(results_dir: Path = DEFAULT_RESULTS, out_dir: Path = DEFAULT_OUT) -> P
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.build_html", description=__doc__.split("\n\n")[0])
-    parser.add_argument("results_dir", nargs="?", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("results_dirs", nargs="*", type=Path, default=[DEFAULT_RESULTS], metavar="RESULTS_DIR")
     parser.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--history", type=Path, default=None,
+                        help="Allure history file (JSONL): read for trends, and this report's entry appended")
     args = parser.parse_args(argv)
     try:
-        index = build(args.results_dir, args.out)
+        index = build(args.results_dirs, args.out, args.history)
     except (BuildError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,8 @@ Registered from the root conftest.py (`pytest_plugins = ["reports.plugin"]`).
 - pytest_configure (tryfirst, so it runs before allure-pytest's own pytest_configure reads `allure_report_dir`):
   when --alluredir was not given, results go to <rootdir>/reports/allure-results; in the controller (or a run without
   xdist) stale files are removed from that default directory first, so the sign-off reflects only this run. An explicit
-  --alluredir is left alone (use allure's --clean-alluredir).
+  --alluredir is left alone (use allure's --clean-alluredir). JUnit XML goes to junit.xml beside the results folder
+  unless --junitxml is given.
 - finalize(config, run): called by the lead's session-finish code on the controller after kstack-run.json is written.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from reports.signoff import summary_line, write_signoff
 
 DEFAULT_RESULTS = Path("reports") / "allure-results"
 DEFAULT_SIGNOFF = Path("reports") / "out"
+JUNIT_NAME = "junit.xml"
 
 
 def is_worker(config: pytest.Config) -> bool:
@@ -48,14 +50,18 @@ def acceptance_run(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    # The suite's own tests (tests/) write no allure results of their own unless asked with --alluredir.
-    if getattr(config.option, "allure_report_dir", None) or not acceptance_run(config):
+    # The suite's own tests (tests/) write no allure results or JUnit XML of their own unless asked.
+    if not acceptance_run(config):
         return
-    target = default_results_dir(config)
-    config.option.allure_report_dir = str(target)
-    if is_worker(config) or getattr(config.option, "collectonly", False):
+    explicit = bool(getattr(config.option, "allure_report_dir", None))
+    if not explicit:
+        config.option.allure_report_dir = str(default_results_dir(config))
+    # JUnit XML by default, next to the Allure results: CI systems read it natively. --junitxml PATH overrides it.
+    if not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(junit_path(config))
+    if explicit or is_worker(config) or getattr(config.option, "collectonly", False):
         return
-    clean_results_dir(target)
+    clean_results_dir(default_results_dir(config))
 
 
 def clean_results_dir(path: Path) -> None:
@@ -77,6 +83,11 @@ def results_dir(config: pytest.Config) -> Path:
     """The allure results directory of this run (absolute)."""
     value = getattr(config.option, "allure_report_dir", None)
     return Path(os.path.abspath(value)) if value else default_results_dir(config)
+
+
+def junit_path(config: pytest.Config) -> Path:
+    """Where the JUnit XML goes by default: beside the allure-results folder (reports/junit.xml by default)."""
+    return results_dir(config).parent / JUNIT_NAME
 
 
 def signoff_dir(config: pytest.Config) -> Path:

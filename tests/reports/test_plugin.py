@@ -97,6 +97,13 @@ def test_plugin_default_dir_clean_and_finalize(tmp_path, xdist):
     assert doc["verdict"] == "PASS", doc["verdict_reasons"]
     assert doc["simulated"] is True
     assert "sign-off: PASS (SIMULATED)" in proc.stdout
+    assert _junit_cases(project / "reports" / "junit.xml") == 9   # beside the allure-results folder, by default
+
+
+def _junit_cases(path: Path) -> int:
+    import xml.etree.ElementTree as ET
+    assert path.is_file(), f"no JUnit XML at {path}"
+    return len(ET.parse(path).getroot().findall(".//testcase"))
 
 
 def test_explicit_alluredir_is_respected(tmp_path):
@@ -107,6 +114,16 @@ def test_explicit_alluredir_is_respected(tmp_path):
     assert (project / "reports" / "allure-results" / "stale-result.json").exists()  # untouched
     assert len(list((project / "elsewhere").glob("*-result.json"))) == 1
     assert (project / "reports" / "out" / "signoff.json").is_file()  # default --signoff-dir
+    assert _junit_cases(project / "junit.xml") == 1   # beside the explicit --alluredir
+    assert not (project / "reports" / "junit.xml").exists()
+
+
+def test_explicit_junitxml_is_respected(tmp_path):
+    project = _project(tmp_path)
+    proc = _run(project, "--junitxml", "ci/results.xml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _junit_cases(project / "ci" / "results.xml") == 9
+    assert not (project / "reports" / "junit.xml").exists()
 
 
 def test_collect_only_does_not_clean(tmp_path):
