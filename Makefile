@@ -1,12 +1,20 @@
 # Two entry points on a fresh machine:
 #   make acceptance   set up a venv with pinned dependencies, then run the acceptance suites (kind by default)
 #   make test         set up a venv with the twin's extras, then run the suite's own tests (no Docker needed)
+# and the matrix: make matrix [PROFILES="seed latest"] [ARGS="--cluster twin"]: each profile in turn, then one page.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+PROFILES ?= $(sort $(basename $(notdir $(wildcard profiles/*.yaml))))
+MATRIX_DIR ?= reports/matrix-runs
 
-.PHONY: acceptance acceptance-twin controlplane test venv venv-twin report clean
+# The workflow linters of `make test`: actionlint built from source with Go into a git-ignored cache (once per
+# version: a warm machine skips the build), zizmor from PyPI (requirements-lint.txt).
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := .cache/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
+
+.PHONY: acceptance acceptance-twin controlplane test venv venv-twin report matrix clean
 
 $(VENV)/.suite: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +25,15 @@ $(VENV)/.suite: requirements.txt
 $(VENV)/.twin: $(VENV)/.suite requirements-twin.txt
 	$(PY) -m pip install --quiet -r requirements-twin.txt
 	touch $@
+
+$(VENV)/.lint: $(VENV)/.suite requirements-lint.txt
+	$(PY) -m pip install --quiet -r requirements-lint.txt
+	touch $@
+
+$(ACTIONLINT):
+	@command -v go >/dev/null 2>&1 || { echo "make test: Go is not installed; it builds actionlint $(ACTIONLINT_VERSION), \
+	the workflow linter. Install Go 1.25 or newer and rerun, or put a built actionlint at $(ACTIONLINT)." >&2; exit 1; }
+	GOBIN="$(abspath $(dir $(ACTIONLINT)))" go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
 
 venv: $(VENV)/.suite
 venv-twin: $(VENV)/.twin
@@ -33,11 +50,30 @@ controlplane: $(VENV)/.twin
 acceptance-twin: controlplane
 	$(PY) -m pytest suites/acceptance --cluster twin $(ARGS)
 
-test: controlplane
-	$(PY) -m pytest tests -n 2 $(ARGS)
+test: controlplane $(VENV)/.lint $(ACTIONLINT)
+	KSTACK_ACTIONLINT="$(abspath $(ACTIONLINT))" $(PY) -m pytest tests -n 2 $(ARGS)
 
 report: $(VENV)/.suite
 	$(PY) -m reports.build_html reports/allure-results -o reports/allure-report
 
+# Each profile with the README's main command (a failing profile does not stop the others), then the matrix page
+# (MATRIX_DIR/page/matrix.{md,html,json}) and, where npm is installed, one Allure report of every run. Fails when a
+# profile did not pass. ARGS="--cluster twin" (or --twin-fault) runs on the twin, with its extras and control plane.
+matrix: $(if $(findstring twin,$(ARGS)),controlplane,$(VENV)/.suite)
+	@failed=""; \
+	for p in $(PROFILES); do \
+	  echo "== make matrix: profile $$p"; \
+	  $(MAKE) --no-print-directory acceptance ARGS="--profile $$p --alluredir $(MATRIX_DIR)/$$p/allure-results \
+	    --clean-alluredir --signoff-dir $(MATRIX_DIR)/$$p/signoff $(ARGS)" || failed="$$failed $$p"; \
+	done; \
+	$(PY) -m reports.matrix $(addprefix $(MATRIX_DIR)/,$(PROFILES)) --out $(MATRIX_DIR)/page || exit 1; \
+	results=""; for p in $(PROFILES); do \
+	  [ -d $(MATRIX_DIR)/$$p/allure-results ] && results="$$results $(MATRIX_DIR)/$$p/allure-results"; \
+	done; \
+	if command -v npm >/dev/null 2>&1; then \
+	  $(PY) -m reports.build_html $$results -o $(MATRIX_DIR)/allure-report || exit 1; \
+	else echo "make matrix: npm not found: no merged Allure report (install Node.js 20+ for it)"; fi; \
+	if [ -n "$$failed" ]; then echo "make matrix: did not pass:$$failed"; exit 1; fi
+
 clean:
-	rm -rf reports/out reports/allure-results reports/allure-report .pytest-kind
+	rm -rf reports/out reports/allure-results reports/allure-report reports/junit.xml reports/matrix-runs .pytest-kind

@@ -3,12 +3,19 @@
 Two layers: objects are redacted structurally (Secret data, kubeconfig credentials, env values that look secret),
 and any text is scrubbed of the values registered as secret during the run (for example the S3 keys a test put into
 a Secret), so a value cannot leak through an error message or a log line either.
+
+    python -m stack.redact DIR [--env NAME]...   scrub every text file under DIR in place (exported cluster logs,
+                                                 before CI uploads them), the values of the named variables included
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import os
 import re
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 REDACTED = "<redacted>"
@@ -81,3 +88,38 @@ def _redact_in_place(obj: Any) -> None:
             obj[key] = scrub(value)
         else:
             _redact_in_place(value)
+
+
+def scrub_files(directory: Path) -> int:
+    """Scrub every UTF-8 text file under directory in place; returns how many files changed. Binary files are left."""
+    changed = 0
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file() and not p.is_symlink()):
+        try:
+            original = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        cleaned = scrub(original)
+        if cleaned != original:
+            path.write_text(cleaned, encoding="utf-8")
+            changed += 1
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.redact",
+                                     description="Scrub secret values from every text file under a folder, in place.")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME",
+                        help="an environment variable whose value is secret (repeatable); unset or empty is fine")
+    args = parser.parse_args(argv)
+    if not args.directory.is_dir():
+        print(f"error: {args.directory} is not a directory", file=sys.stderr)
+        return 2
+    for name in args.env:
+        register_secret(os.environ.get(name))
+    print(f"redact: {scrub_files(args.directory)} file(s) scrubbed under {args.directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

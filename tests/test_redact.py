@@ -34,3 +34,17 @@ def test_scrub_removes_private_keys_and_bearer_tokens():
 def test_kubeconfig_users_are_redacted():
     cfg = {"kind": "Config", "users": [{"name": "u", "user": {"token": "t0k3n", "client-key-data": "a2V5"}}]}
     assert redact_object(cfg)["users"][0]["user"] == {"token": REDACTED, "client-key-data": REDACTED}
+
+
+def test_exported_files_are_scrubbed_in_place(tmp_path, monkeypatch):
+    """python -m stack.redact DIR --env NAME: what CI runs on exported cluster logs before it uploads them."""
+    from stack.redact import main
+    monkeypatch.setenv("KSTACK_TEST_PLANTED", "planted-value-7f3e")
+    (tmp_path / "pods").mkdir()
+    (tmp_path / "pods" / "storage-initializer.log").write_text("key planted-value-7f3e used\n")
+    (tmp_path / "clean.log").write_text("nothing to hide\n")
+    (tmp_path / "image.bin").write_bytes(b"\xff\xfeplanted-value-7f3e")
+    assert main([str(tmp_path), "--env", "KSTACK_TEST_PLANTED", "--env", "KSTACK_TEST_UNSET"]) == 0
+    assert (tmp_path / "pods" / "storage-initializer.log").read_text() == f"key {REDACTED} used\n"
+    assert (tmp_path / "clean.log").read_text() == "nothing to hide\n"
+    assert main([str(tmp_path / "absent")]) == 2

@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from reports import build_html
 from reports.allure_meta import write_categories, write_environment, write_executor
-
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
-                 if p and Path(p).is_file()), None)
+from tests.helpers import CHROMIUM, headless_chromium
 
 
 def test_strip_analytics():
@@ -45,12 +40,7 @@ def test_allure_html_renders_in_chromium(factory, tmp_path):
     assert "googletagmanager" not in page
     assert not build_html.external_references(page)
 
-    profile = tmp_path / "chromium-profile"
-    proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-         f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", index.as_uri()],
-        capture_output=True, text=True, timeout=120)
+    proc = headless_chromium(index.as_uri(), tmp_path / "chromium-profile", "--virtual-time-budget=15000", "--dump-dom")
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = re.sub(r"<(script|style)\b[\s\S]*?</\1>", "", proc.stdout)  # what was rendered, not the embedded data
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
