@@ -1,15 +1,19 @@
-"""Twin: the simulated cluster. API server + in-process controllers + ingress gateway (+ model servers per ISVC).
+"""Twin: a kind-like cluster on a real Kubernetes control plane, with the stack installed as the suite installs it.
 
     twin = Twin(Profile.load("seed"), faults=["crashloop:kserve/kserve-controller-manager"])
-    twin.start()              # < 5 s
-    twin.kubeconfig_path      # context "twin"
-    twin.gateway_url          # Host-routed like istio-ingressgateway
+    twin.start()              # control plane, KWOK node, process kubelet, then the stack through installers/
+    twin.kubeconfig_path      # context "twin", through the fault proxy (twin.api)
+    twin.gateway_url          # the ingress gateway's NodePort on the node address
     twin.stop()               # idempotent; also a context manager and an atexit safety net
+
+What is real and what is simulated is listed by `twin.report.simulation(twin)` (twin/report.py), and said in every sign-off
+of a twin run.
 """
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -19,22 +23,54 @@ from pathlib import Path
 from typing import Iterable
 
 from stack.profile import Profile
-from twin.faults import Fault, FaultSet, parse_faults
-from twin.seed import cluster_objects, kubernetes_version, apply_objects, seed
+from twin import bootstrap, kwok, toolchain
+from twin.faults import Fault, FaultSet, parse_faults, write_fault_file
 
 log = logging.getLogger("twin")
 
-SETTLE_IDLE = 0.15      # seconds without controller work that count as "converged"
-SETTLE_TIMEOUT = 3.5
+NODE_NAME = "twin-control-plane"
+CONTROL_PLANE_SECONDS = 90.0      # start of etcd, kube-apiserver, controller-manager, scheduler and KWOK
+READY_SECONDS = 60.0              # then the node Ready and the default ServiceAccount
+RESTORE_SECONDS = 120.0           # a restored stack's workloads Ready again
+SNAPSHOT_FORMAT = "twin-snapshot/1"
+SNAPSHOTS_KEPT = 3                # per profile: each change of the twin's code keys a new one (~80 MB each)
 
 
-def server_version(profile: Profile) -> dict:
-    version = kubernetes_version(profile)
-    major, minor, _ = version[1:].split(".")
-    return {"major": major, "minor": minor, "gitVersion": version,
-            "gitCommit": "25b4e43193bcda6c7328a6d147b1fb73a33f1598", "gitTreeState": "clean",
-            "buildDate": "2023-06-14T09:47:40Z", "goVersion": "go1.20.5", "compiler": "gc",
-            "platform": "linux/amd64"}
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _upstream_dir():
+    from twin.upstream import upstream_dir
+    return upstream_dir()
+
+
+def _prune_snapshots(current: Path, keep: int) -> None:
+    """Only the newest `keep` snapshots of a profile stay (the current one always): older code's are never read
+    again by this checkout."""
+    profile = current.name.rsplit("-", 1)[0]
+    others = sorted((p for p in current.parent.glob(f"{profile}-*")
+                     if p.is_dir() and p != current and p.name.rsplit("-", 1)[0] == profile),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[keep - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class TwinError(Exception):
+    """The twin cannot start: which part, why, and the remedy."""
+
+
+def _require_twin_extras() -> None:
+    """The model server and the stand-ins run with this Python: without the twin's extras the Iris pod would
+    never serve, so say it now."""
+    import importlib.util
+    import sys
+    missing = [name for name in ("kserve", "sklearn", "kubernetes") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise TwinError(f"{sys.executable} lacks {', '.join(missing)} (the twin's model server and controllers run "
+                        "with it): run the twin with the project's venv, e.g. `make venv-twin` then "
+                        "`.venv/bin/python -m twin ...`, or `pip install -r requirements-twin.txt`")
 
 
 class Twin:
@@ -42,20 +78,25 @@ class Twin:
                  workdir: Path | str | None = None):
         self.profile = Profile.load(str(profile)) if isinstance(profile, (str, Path)) else profile
         self.faults: list[Fault] = parse_faults(list(faults or ()), self.profile)
+        self.fault_set = FaultSet(self.faults, dormant=True)
         self.preinstalled = preinstalled
         self.context = "twin"
         self._workdir_arg = Path(workdir) if workdir else None
         self.workdir: Path | None = None
         self._own_workdir = False
-        self.api = None
-        self.gateway = None
-        self.ctx = None
-        self.controllers: list = []
+        self.netns = None
+        self.controlplane = None
+        self.api = None                   # the fault proxy: url, request_log, faults, server_version
+        self._internal = None             # the twin's own way in (no faults, not logged)
+        self._gateway = None              # 127.0.0.1 forwarder to the gateway's NodePort
+        self.kubelet = None
+        self._crd_reaper = None           # crd-missing: an informer deleting the CRD whenever it appears
+        self.admin = None
+        self.install_env: dict[str, str] = {}
+        self.install_report = None
+        self.restored = False             # started from a snapshot of the same installed stack
         self.start_seconds: float | None = None
         self._lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._busy = 0
-        self._last_event = 0.0
         self._started = False
         self._stopped = False
 
@@ -68,28 +109,43 @@ class Twin:
         return self.workdir / "kubeconfig"
 
     @property
-    def gateway_url(self) -> str:
-        if self.gateway is None:
-            raise RuntimeError("twin not started")
-        return self.gateway.url
+    def node_ip(self) -> str:
+        return self.netns.addresses.node_ip
+
+    @property
+    def gateway_url(self) -> str | None:
+        """Where the host reaches the ingress gateway's NodePort (as kind's port mapping does): 127.0.0.1."""
+        return f"http://127.0.0.1:{self._gateway.port}" if self._gateway else None
+
+    def _gateway_node_port(self) -> int | None:
+        gateway = self.profile.gateway
+        if not gateway:
+            return None
+        for _, svc in self.profile.inventory("services"):
+            if (svc["namespace"], svc["name"]) == (gateway["namespace"], gateway["name"]):
+                port = next((p for p in svc.get("ports") or [] if p.get("name") == gateway.get("http_port_name",
+                                                                                             "http2")), None)
+                return (port or {}).get("nodePort")
+        return None
 
     @property
     def url(self) -> str:
         return self.api.url if self.api else ""
 
     @property
-    def store(self):
-        return self.api.store if self.api else None
+    def faults_file(self) -> Path:
+        return self.workdir / "faults"
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
 
     def start(self) -> "Twin":
-        from twin.apiserver import ApiServer
-        from twin.controllers.base import Context
-        from twin.controllers.webhooks import (AdmissionEmulator, CABundleFaultController, CRDMissingFaultController,
-                                               SelfServingController)
-        from twin.controllers.workloads import WorkloadController
-        from twin.gateway import Gateway
+        from twin.catalog import Catalog
+        from twin.controlplane import ControlPlane, ControlPlaneError
+        from twin.faultproxy import FaultProxy
+        from twin.kubelet import ProcessKubelet
+        from twin.modelpods import ModelPods
+        from twin.netns import NetNamespace, NetnsError
+        from twin.standins.runtime import Kube
 
         with self._lock:
             if self._started:
@@ -97,6 +153,11 @@ class Twin:
             self._started = True
         began = time.monotonic()
         try:
+            _require_twin_extras()
+            try:
+                binaries = toolchain.binaries()
+            except toolchain.ToolchainError as e:
+                raise TwinError(str(e)) from None
             if self._workdir_arg is not None:
                 self.workdir = self._workdir_arg
                 self.workdir.mkdir(parents=True, exist_ok=True)
@@ -104,135 +165,258 @@ class Twin:
                 self.workdir = Path(tempfile.mkdtemp(prefix="twin-"))
                 self._own_workdir = True
             _live.add(self)
-            fault_set = FaultSet(self.faults, dormant=self.preinstalled)
-            self.api = ApiServer()
-            self.api.server_version = server_version(self.profile)
-            self.gateway = Gateway()
-            ctx = self.ctx = Context(self.api.store, self.profile, fault_set, api=self.api, gateway=self.gateway)
-            workloads = WorkloadController(ctx)
-            self.controllers = [workloads, SelfServingController(ctx)]
-            if fault_set.targets("cabundle-invalid"):
-                self.controllers.append(CABundleFaultController(ctx))
-            if fault_set.targets("crd-missing"):
-                self.controllers.append(CRDMissingFaultController(ctx))
-            if self.profile.has("cert-manager"):
-                from twin.controllers.cainjector import CAInjectorController
-                from twin.controllers.certmanager import CertManagerController
-                self.controllers += [CertManagerController(ctx), CAInjectorController(ctx)]
-            self.kserve = None
-            if self.profile.has("kserve"):
-                from twin.controllers.kserve import KServeController
-                self.kserve = KServeController(ctx, workloads)
-                self.controllers.append(self.kserve)
-            ctx.controllers = {c.name: c for c in self.controllers}
-            self.workloads = workloads
-            self.api.store.subscribe(self._dispatch)
-            self.api.add_admission(AdmissionEmulator(ctx))
-            self.api.set_service_proxy(self._proxy)
-            self.api.set_pod_log_source(workloads.pod_logs)
-            self.gateway.start()
-            self.api.start()
-            self.api.write_kubeconfig(self.kubeconfig_path, context=self.context)
-            apply_objects(self.api.store, cluster_objects(self.profile), "kubeadm")
+            self._write_faults()
+            try:
+                self.netns = NetNamespace().create()
+            except NetnsError as e:
+                raise TwinError(str(e)) from None
+            snapshot = self._snapshot_dir(binaries)
+            self.restored = snapshot is not None and (snapshot / "etcd").is_dir()
+            if self.restored:        # the same stack, installed before by the same code: start from its state
+                shutil.copytree(snapshot / "etcd", self.workdir / "etcd")
+                shutil.copytree(snapshot / "pki", self.workdir / "pki")
+            self.controlplane = ControlPlane(self.workdir, self.netns, binaries, kwok.config(self.workdir / "kwok.yaml"),
+                                             NODE_NAME)
+            try:
+                self.controlplane.start(time.monotonic() + CONTROL_PLANE_SECONDS)
+            except ControlPlaneError as e:
+                raise TwinError(f"the twin's control plane did not start: {e}") from None
+            cp = self.controlplane
+            # The host reaches the twin only through listeners on 127.0.0.1 (twin/netns.py): the suite's front door
+            # with the API faults, and a clean one for the twin's own clients (its kubelet, its waits).
+            from twin.controlplane import ADMIN_USER, write_kubeconfig
+            proxy_args = (cp.node_ip, 6443, str(cp.ca_file), str(cp.pki_dir / "apiserver.crt"),
+                          str(cp.pki_dir / "apiserver.key"), self.netns.create_connection)
+            self.api = FaultProxy(*proxy_args).start()
+            self.api.server_version = cp.version
+            self._internal = FaultProxy(*proxy_args).start()
+            write_kubeconfig(self.kubeconfig_path, self.api.url, cp.ca_file, context=self.context, user=ADMIN_USER,
+                             token=cp.admin_token)
+            internal = write_kubeconfig(self.workdir / "internal.kubeconfig", self._internal.url, cp.ca_file,
+                                        context=self.context, user=ADMIN_USER, token=cp.admin_token)
+            self.admin = Kube(str(internal))
+            if not self.restored:
+                self._bootstrap(binaries)
+            cp.start_kwok()
+            catalog = Catalog(self.profile, binaries, self.profile.path)
+            self.kubelet = ProcessKubelet(admin=self.admin, node_name=NODE_NAME, netns=self.netns,
+                                          workdir=self.workdir, catalog=catalog, api_url=cp.url,
+                                          ca_file=cp.ca_file, faults_file=self.faults_file,
+                                          model_pods=ModelPods(self))
+            self.kubelet.start()
+            port = self._gateway_node_port()
+            if port:
+                from twin.forwarder import Forwarder
+                self._gateway = Forwarder((cp.node_ip, port), connect=self.netns.create_connection).start()
+            self._wait_cluster_ready(time.monotonic() + READY_SECONDS)
+            self.install_env = self._install_env()
             if self.preinstalled:
-                seed(self.api.store, self.profile, fault_set, preinstalled=True)
-            self.settle()
-            self._strike(fault_set.activate())
-            self.api.faults.flaky_rate = fault_set.rate()
-            self.api.faults.watch_drop = fault_set.has("watch-drop")
+                if self.restored:
+                    self._wait_restored(time.monotonic() + RESTORE_SECONDS)
+                else:
+                    self._install_stack()
+                    if snapshot is not None:
+                        self._save_snapshot(snapshot)
+                self.strike()
         except BaseException:
             self.stop()
             raise
         self.start_seconds = time.monotonic() - began
-        log.info("twin %s started in %.2fs: api %s, gateway %s", self.profile.name, self.start_seconds,
-                 self.api.url, self.gateway.url)
+        log.info("twin %s started in %.1fs: api %s, gateway %s", self.profile.name, self.start_seconds, self.url,
+                 self.gateway_url)
         return self
 
-    def _strike(self, woken) -> None:
-        """Runtime faults hit the running stack: re-reconcile the workloads they target."""
+    # -- snapshots --------------------------------------------------------------------------------------------------
+
+    def _snapshot_dir(self, binaries: dict) -> Path | None:
+        """Where a snapshot of this profile's installed stack lives, keyed by everything that shapes it: the
+        profile, the twin's and the installers' code, the binaries. None when no snapshot applies: a bare twin,
+        or KSTACK_TWIN_SNAPSHOTS=0 (faults strike after the install, so a faulty twin starts from the same one)."""
+        if not self.preinstalled or os.environ.get("KSTACK_TWIN_SNAPSHOTS", "1") == "0":
+            return None
+        import hashlib
+        root = Path(__file__).resolve().parent.parent
+        digest = hashlib.sha256(SNAPSHOT_FORMAT.encode())
+        digest.update(self.profile.path.read_bytes())
+        for path in sorted([*root.glob("twin/**/*.py"), *root.glob("twin/*.yaml"), *root.glob("installers/*.py"),
+                            *root.glob("stack/*.py")]):
+            digest.update(path.read_bytes())
+        for name, path in sorted(binaries.items()):
+            digest.update(f"{name}={path}".encode())
+        upstream = _upstream_dir()
+        digest.update(str(upstream).encode())
+        return toolchain.cache_root().parent / "twin-snapshots" / f"{self.profile.name}-{digest.hexdigest()[:16]}"
+
+    def _save_snapshot(self, target: Path) -> None:
+        """Keep the installed state for later twins of the same profile (written once, renamed into place)."""
+        if target.exists():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_ensure_dir(target.parent)))
+        try:
+            self.controlplane.snapshot(tmp)
+            self._wait_cluster_ready(time.monotonic() + READY_SECONDS)   # etcd is back
+            try:
+                tmp.rename(target)
+                log.info("twin: saved a snapshot of the installed %s stack in %s", self.profile.name, target)
+            except OSError:          # another twin saved the same snapshot meanwhile
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _prune_snapshots(target, keep=SNAPSHOTS_KEPT)
+
+    def _wait_restored(self, deadline: float) -> None:
+        """Every workload of the restored stack Ready again (its processes restarted and serving)."""
+        from twin.waits import wait_object
+        for _, item in self.profile.inventory("deployments"):
+            wait_object(self.admin, "apps/v1", "Deployment", item["name"], item["namespace"],
+                        lambda o: bool(o) and int((o.get("status") or {}).get("readyReplicas") or 0) >=
+                        int((o.get("spec") or {}).get("replicas", 1)),
+                        deadline - time.monotonic(), f"deployment {item['namespace']}/{item['name']} Ready")
+
+    def _bootstrap(self, binaries: dict) -> None:
+        """KWOK's Stage CRD and lifecycle Stages, the node, and what kind puts in kube-system."""
+        from twin.kubelet import MODEL_POD_LABEL
+        crd = kwok.stage_crd(binaries["kwok/crds"])
+        self.admin.create(crd)
+        self._wait_established(crd["metadata"]["name"])
+        for stage in kwok.lifecycle_stages(binaries["kwok/stages"], MODEL_POD_LABEL):
+            self.admin.create(stage)
+        version = self.controlplane.version.get("gitVersion", "")
+        self.admin.create(bootstrap.node(NODE_NAME, version))
+        for obj in bootstrap.kind_objects(version):
+            self.admin.apply(obj, "kind")
+
+    def _wait_established(self, name: str, timeout: float = 30.0) -> None:
+        from twin.waits import wait_object
+        wait_object(self.admin, "apiextensions.k8s.io/v1", "CustomResourceDefinition", name, None,
+                    lambda o: any(c.get("type") == "Established" and c.get("status") == "True"
+                                  for c in (o or {}).get("status", {}).get("conditions") or []),
+                    timeout, f"CRD {name} Established")
+
+    def _wait_cluster_ready(self, deadline: float) -> None:
+        from twin.waits import wait_object
+        wait_object(self.admin, "v1", "Node", NODE_NAME, None,
+                    lambda o: any(c.get("type") == "Ready" and c.get("status") == "True"
+                                  for c in (o or {}).get("status", {}).get("conditions") or []),
+                    deadline - time.monotonic(), f"node {NODE_NAME} Ready")
+        # kube-controller-manager's serviceaccount controller creates it: pods of `default` can be created after.
+        wait_object(self.admin, "v1", "ServiceAccount", "default", "default", lambda o: o is not None,
+                    deadline - time.monotonic(), "ServiceAccount default/default")
+
+    def _install_env(self) -> dict[str, str]:
+        from twin.helm_stub import write_helm_shim
+        from twin.manifest_mirror import write_mirror
+        shim_dir = write_helm_shim(self.workdir / "bin").parent
+        return {"PATH": f"{shim_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                "KSTACK_MANIFEST_MIRROR": write_mirror(self.profile, self.workdir / "mirror"),
+                "KSTACK_TWIN_PROFILE": str(self.profile.path),
+                "KSTACK_TWIN_FAULTS": str(self.faults_file)}
+
+    def _install_stack(self) -> None:
+        """The stack, installed by the suite's own installer layer (helm stand-in, manifest mirror)."""
+        from installers.base import InstallContext
+        from installers.plan import Plan
+        from stack.kube import Kube as SuiteKube
+        env = dict(os.environ, **self.install_env)
+        ctx = InstallContext(kube=SuiteKube(self.kubeconfig_path, self.context), profile=self.profile, mode="auto",
+                             env=env, progress=lambda m: log.info("%s", m))
+        try:
+            self.install_report = Plan(ctx).install()
+        except Exception as e:  # noqa: BLE001 - any install failure of the twin's own stack is one TwinError
+            raise TwinError(f"the twin could not install the {self.profile.name} stack: {e}") from None
+
+    # -- faults ---------------------------------------------------------------------------------------------------
+
+    def _write_faults(self) -> None:
+        write_fault_file(self.faults_file, self.fault_set)
+
+    def strike(self) -> None:
+        """Runtime faults hit the running stack, as they would a verified one; then the API faults turn on."""
+        woken = self.fault_set.activate()
+        self._write_faults()
         for fault in woken:
             if fault.kind in ("crashloop", "imagepull"):
-                ns, name = fault.target.split("/", 1)
-                dep = self.api.store.get("apps/v1", "Deployment", name, ns)
-                if dep:   # its pods are replaced, as after a restart: the new ones meet the fault
-                    selector = dep["spec"]["selector"].get("matchLabels") or {}
-                    for pod in self.api.store.list("v1", "Pod", ns, label_selector=selector):
-                        self.api.store.delete("v1", "Pod", pod["metadata"]["name"], ns)
-                    self.workloads.resync(ns, name)   # under the controllers' lock: no duplicate pod
-        if woken:
-            self.settle()
+                self._strike_pods(fault)
+            elif fault.kind == "cabundle-invalid":
+                self._corrupt_ca_bundle(fault.target)
+        if self.fault_set.targets("crd-missing") and self._crd_reaper is None:
+            from twin.standins.runtime import Informer
+            self._crd_reaper = Informer(self.admin, "apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                                        self._reap_crd).start()
+        self.api.faults.flaky_rate = self.fault_set.rate()
+        self.api.faults.watch_drop = self.fault_set.has("watch-drop")
 
-    def settle(self, timeout: float = SETTLE_TIMEOUT) -> bool:
-        """Wait until the controllers have had nothing to do for a moment (True), or `timeout` (False)."""
-        deadline = time.monotonic() + timeout
-        queue = getattr(self.store, "_dispatch_q", None)  # events committed but not yet dispatched
-        with self._cond:
-            self._last_event = max(self._last_event, time.monotonic())
-            while True:
-                now = time.monotonic()
-                pending = queue is not None and not queue.empty()
-                if not self._busy and not pending and now - self._last_event >= SETTLE_IDLE:
-                    return True
-                if now >= deadline:
-                    return False
-                self._cond.wait(min(SETTLE_IDLE, deadline - now))
+    def _reap_crd(self, event_type: str, crd: dict) -> None:
+        """crd-missing: the CRD is deleted now and whenever an install creates it again, as on a cluster where
+        someone removed it by hand and something keeps removing it (an install of the suite fails on it)."""
+        name = crd["metadata"]["name"]
+        if event_type != "DELETED" and name in self.fault_set.targets("crd-missing") \
+                and not crd["metadata"].get("deletionTimestamp"):
+            log.info("twin fault crd-missing: deleting CRD %s", name)
+            self.admin.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
 
-    def _dispatch(self, event_type: str, obj: dict) -> None:
-        ctx = self.ctx
-        if ctx is None or ctx.stopped.is_set():
+    def _corrupt_ca_bundle(self, name: str) -> None:
+        """Another CA in the configuration's caBundle (its keeper, cainjector or the component, leaves it there
+        while the fault is on: twin/standins/selfca.py, certmanager.py)."""
+        from twin import pki
+        wrong = pki.b64(pki.stranger_ca().cert_pem)
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            obj = self.admin.get("admissionregistration.k8s.io/v1", kind, name)
+            if obj is None:
+                continue
+            for webhook in obj.get("webhooks") or []:
+                webhook.setdefault("clientConfig", {})["caBundle"] = wrong
+            self.admin.patch(obj["apiVersion"], kind, name, None, {"webhooks": obj["webhooks"]})
+
+    def _strike_pods(self, fault: Fault) -> None:
+        ns, name = fault.namespace, fault.name
+        dep = self.admin.get("apps/v1", "Deployment", name, ns)
+        if dep is None:
             return
-        with self._cond:
-            self._busy += 1
-        try:
-            with ctx.lock:
-                for controller in self.controllers:
-                    if ctx.stopped.is_set():
-                        return
-                    try:
-                        controller.on_event(event_type, obj)
-                    except Exception:  # noqa: BLE001 - one controller's bug must not starve the others
-                        log.exception("twin controller %s failed on %s %s %s", controller.name, event_type,
-                                      obj.get("kind"), (obj.get("metadata") or {}).get("name"))
-        finally:
-            with self._cond:
-                self._busy -= 1
-                self._last_event = time.monotonic()
-                self._cond.notify_all()
+        labels = dep["spec"]["selector"].get("matchLabels") or {}
+        containers = [c["name"] for c in dep["spec"]["template"]["spec"]["containers"]]
+        stage_name = f"twin-fault-{fault.kind}-{ns}-{name}"
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        if fault.kind == "crashloop":
+            self.admin.create(kwok.crashloop_stage(stage_name, labels, containers[0]))
+            # KWOK plays its Stages on a Pod's changes: mark the running Pods so the new Stage meets them now.
+            for pod in self.admin.list("v1", "Pod", ns, label_selector=selector)[0]:
+                self.admin.patch("v1", "Pod", pod["metadata"]["name"], ns,
+                                 {"metadata": {"annotations": {kwok.FAULT_LABEL: fault.kind}}})
+        else:
+            for stage in kwok.imagepull_stages(stage_name, labels, containers[0]):
+                self.admin.create(stage)
+            # Its Pods are replaced, as after a restart or a reschedule: the new ones cannot pull.
+            for pod in self.admin.list("v1", "Pod", ns, label_selector=selector)[0]:
+                self.admin.delete("v1", "Pod", pod["metadata"]["name"], ns)
+        # The stack is handed over broken, as a verified cluster would be found: the Deployment's status says so
+        # before the twin is (a check looking at once must not see the Ready status of the replaced Pods).
+        from twin.waits import wait_object
+        wait_object(self.admin, "apps/v1", "Deployment", name, ns,
+                    lambda o: o is not None and int((o.get("status") or {}).get("readyReplicas") or 0) <
+                    int((o.get("spec") or {}).get("replicas", 1)), 60.0,
+                    f"deployment {ns}/{name} not Ready after the {fault.kind} fault")
 
-    def _proxy(self, namespace, service, port, method, path, headers, body):
-        if self.kserve is None:
-            return None
-        return self.kserve.proxy(namespace, service, port, method, path, headers, body)
+    # -- stop -------------------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
-        ctx = self.ctx
-        if ctx is not None:
-            ctx.stopped.set()
-        if self.api is not None:
+        for part, what in ((self._crd_reaper, "crd-missing reaper"), (self.kubelet, "kubelet"),
+                           (self._gateway, "gateway forwarder"), (self.api, "fault proxy"),
+                           (self._internal, "internal proxy"), (self.controlplane, "control plane"),
+                           (self.netns, "network namespace")):
+            if part is None:
+                continue
             try:
-                self.api.store.unsubscribe(self._dispatch)
+                part.stop() if what != "network namespace" else part.close()
             except Exception:  # noqa: BLE001
-                pass
-        for controller in self.controllers:
-            try:
-                controller.stop()
-            except Exception:  # noqa: BLE001
-                log.exception("twin controller %s did not stop cleanly", controller.name)
-        if self.gateway is not None:
-            self.gateway.stop()
-        if self.api is not None:
-            self.api.stop()
+                log.exception("twin: the %s did not stop cleanly", what)
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         _live.discard(self)
-
-    def model_servers(self) -> list:
-        """The running ModelServerProcess objects (for tests and diagnostics)."""
-        return list(self.kserve.servers.values()) if getattr(self, "kserve", None) else []
 
     def __enter__(self) -> "Twin":
         if not self._started:

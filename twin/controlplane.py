@@ -19,11 +19,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,15 +104,12 @@ class ControlPlane:
     def start(self, deadline: float) -> "ControlPlane":
         self.pki_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._write_pki()
+        if (self.pki_dir / "tokens.csv").is_file():      # restored from a snapshot: its identities come with it
+            self.admin_token = (self.pki_dir / "tokens.csv").read_text().split(",", 1)[0]
+        else:
+            self._write_pki()
         self._write_kubeconfigs()
-        self._spawn("etcd", [str(self.bin["etcd"]), "--name=twin", f"--data-dir={self.workdir / 'etcd'}",
-                             f"--listen-client-urls={ETCD_CLIENT}", f"--advertise-client-urls={ETCD_CLIENT}",
-                             "--listen-peer-urls=http://127.0.0.1:2380",
-                             "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-                             "--initial-cluster=twin=http://127.0.0.1:2380",
-                             # A test cluster's data is thrown away: no fsync keeps etcd fast on slow disks.
-                             "--unsafe-no-fsync", "--log-level=warn"])
+        self._spawn("etcd", self._etcd_argv())
         self._spawn("kube-apiserver", [str(self.bin["kube-apiserver"]), *self._apiserver_flags()])
         self._wait_ready(deadline)
         p = self.pki_dir
@@ -132,12 +128,29 @@ class ControlPlane:
             "--bind-address=127.0.0.1", "--leader-elect=false", "-v=1"])
         return self
 
+    def snapshot(self, target: Path) -> None:
+        """Copy etcd's data and the PKI into `target`: etcd is stopped for the copy (a consistent data directory)
+        and started again; the API server reconnects by itself."""
+        etcd = self.procs["etcd"]
+        argv = self._etcd_argv()
+        etcd.terminate()
+        etcd.wait(30)
+        try:
+            shutil.copytree(self.workdir / "etcd", target / "etcd")
+            shutil.copytree(self.pki_dir, target / "pki")
+        finally:
+            self.procs.pop("etcd")
+            self._spawn("etcd", argv)
+            # etcd first in start order, so that stop() ends it last
+            self.procs = {"etcd": self.procs.pop("etcd"), **self.procs}
+
     def start_kwok(self) -> None:
         """KWOK last: its Stage CRD and Stages must exist first (it reads its Stages from the API)."""
         self._spawn("kwok", [
             str(self.bin["kwok"]), f"--kubeconfig={self.kubeconfig_for('kwok')}", f"--config={self.kwok_config}",
             "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--cidr={self.netns.addresses.pod_cidr}", f"--node-ip={self.node_ip}", "-v=INFO"])
+            # The lower half of the pod CIDR; the upper half is the model Pods' (twin/modelpods.py).
+            f"--cidr={kwok_pod_cidr(self.netns.addresses.pod_cidr)}", f"--node-ip={self.node_ip}", "-v=INFO"])
 
     def stop(self) -> None:
         # Reverse start order: clients before the API server, the API server before etcd.
@@ -174,6 +187,14 @@ class ControlPlane:
         finally:
             out.close()
         log.info("twin: started %s (pid %d)", name, self.procs[name].pid)
+
+    def _etcd_argv(self) -> list[str]:
+        return [str(self.bin["etcd"]), "--name=twin", f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={ETCD_CLIENT}", f"--advertise-client-urls={ETCD_CLIENT}",
+                "--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+                "--initial-cluster=twin=http://127.0.0.1:2380",
+                # A test cluster's data is thrown away: no fsync keeps etcd fast on slow disks.
+                "--unsafe-no-fsync", "--log-level=warn"]
 
     def _apiserver_flags(self) -> list[str]:
         p = self.pki_dir
@@ -250,33 +271,51 @@ class ControlPlane:
                              user=ident.user, cert=self.pki_dir / f"{ident.name}.crt",
                              key=self.pki_dir / f"{ident.name}.key")
 
+    def https(self, timeout: float = 5.0):
+        """An HTTPS connection to the API server, opened inside the twin's network namespace."""
+        import http.client
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        conn = http.client.HTTPSConnection(self.node_ip, API_PORT, context=ctx, timeout=timeout)
+        conn._create_connection = self.netns.create_connection
+        return conn
+
     def _wait_ready(self, deadline: float) -> None:
         """GET /readyz until it answers ok (there is nothing to watch before the API server serves)."""
-        ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        req = urllib.request.Request(f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"})
         delay, last = 0.05, "no answer yet"
         while True:
             self.check_alive()
+            conn = self.https(timeout=2)
             try:
-                with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:
-                    if resp.status == 200:
-                        self.version = self._get_json("/version", ctx)
-                        log.info("twin: kube-apiserver %s ready", self.version.get("gitVersion"))
-                        return
-            except urllib.error.HTTPError as e:
-                last = f"/readyz {e.code}: {e.read().decode(errors='replace')[-300:]}"
-            except (urllib.error.URLError, OSError) as e:
-                last = str(getattr(e, "reason", e))
+                conn.request("GET", "/readyz", headers={"Authorization": f"Bearer {self.admin_token}"})
+                resp = conn.getresponse()
+                body = resp.read().decode(errors="replace")
+                if resp.status == 200:
+                    self.version = self._get_json("/version")
+                    log.info("twin: kube-apiserver %s ready", self.version.get("gitVersion"))
+                    return
+                last = f"/readyz {resp.status}: {body[-300:]}"
+            except OSError as e:
+                last = str(e)
+            finally:
+                conn.close()
             if time.monotonic() + delay > deadline:
                 raise ControlPlaneError(f"kube-apiserver not ready in time (last: {last}); "
                                         f"{self.log_tail('kube-apiserver')}")
             time.sleep(delay)     # bounded start-up backoff: there is no API to watch yet
             delay = min(delay * 2, 0.5)
 
-    def _get_json(self, path: str, ctx: ssl.SSLContext) -> dict:
-        req = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.admin_token}"})
-        with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
-            return json.loads(resp.read())
+    def _get_json(self, path: str) -> dict:
+        conn = self.https()
+        try:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {self.admin_token}"})
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+
+def kwok_pod_cidr(pod_cidr: str) -> str:
+    import ipaddress
+    return str(next(ipaddress.ip_network(pod_cidr).subnets(prefixlen_diff=1)))
 
 
 def write_kubeconfig(path: Path, server: str, ca_file: Path, *, context: str, user: str, token: str | None = None,

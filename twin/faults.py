@@ -8,7 +8,7 @@ from typing import Iterable
 KINDS = {
     "crashloop": ("NS/DEPLOYMENT", "the Deployment's pods restart in a loop (CrashLoopBackOff)"),
     "imagepull": ("NS/DEPLOYMENT", "one container of the Deployment's pods waits in ImagePullBackOff"),
-    "crd-missing": ("CRD", "the CRD is never created"),
+    "crd-missing": ("CRD", "the CRD is deleted, and deleted again whenever something creates it"),
     "cabundle-invalid": ("WEBHOOKCONFIG", "the webhook configuration's caBundle holds a different CA"),
     "cert-stuck": (None, "no Certificate ever becomes Ready"),
     "cert-wrong-san": (None, "issued certificates carry wrong DNS names"),
@@ -107,7 +107,7 @@ class FaultSet:
     """Questions controllers ask about the active faults."""
 
     # Faults that describe how the stack was installed; the others strike a running stack (see activate()).
-    INSTALL_TIME = ("crd-missing", "cabundle-invalid", "api-flaky", "watch-drop")
+    INSTALL_TIME = ("api-flaky", "watch-drop")
 
     def __init__(self, faults: Iterable[Fault] = (), dormant: bool = False):
         self.all = list(faults)
@@ -130,6 +130,10 @@ class FaultSet:
     def has(self, kind: str) -> bool:
         return any(f.kind == kind for f in self.faults)
 
+    def has_any(self, kind: str) -> bool:
+        """Whether `kind` is among all the faults, dormant or active."""
+        return any(f.kind == kind for f in self.all)
+
     def targets(self, kind: str) -> set[str]:
         return {f.target for f in self.faults if f.kind == kind and f.target}
 
@@ -139,3 +143,28 @@ class FaultSet:
     def rate(self) -> float:
         rates = [f.rate for f in self.faults if f.kind == "api-flaky" and f.rate]
         return max(rates) if rates else 0.0
+
+
+# -- the faults file: how the twin tells its processes which faults are active now ----------------------------------
+
+def write_fault_file(path, faults) -> None:
+    """One `kind[:target]` per line, replaced atomically (processes read it while the twin rewrites it)."""
+    import os
+    from pathlib import Path
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{f}\n" for f in faults))
+    os.replace(tmp, path)
+
+
+def read_fault_file(path) -> list[str]:
+    """The active fault specs; none when the file is absent (no twin, or nothing active)."""
+    try:
+        with open(path) as f:
+            return [line.strip() for line in f if line.strip()]
+    except (OSError, TypeError):
+        return []
+
+
+def active(path, kind: str) -> bool:
+    return any(spec.partition(":")[0] == kind for spec in read_fault_file(path))

@@ -75,11 +75,16 @@ def _log(argv: list[str], opts: dict[str, list[str]]) -> None:
 
 def release_objects(profile, release: str) -> tuple[object, list[dict]]:
     from twin.seed import inventory_objects
+    from twin.upstream import release_crds
     for comp in profile.install_order():
         releases = [r["release"] for r in comp.helm_releases]
         if release not in releases:
             continue
         objs = inventory_objects(profile, comp.name)
+        spec = next(r for r in comp.helm_releases if r["release"] == release)
+        real = release_crds(release, str(spec.get("version", "")))
+        if real:   # the chart's own CRDs replace the synthesised ones
+            objs = [o for o in objs if o["kind"] != "CustomResourceDefinition"] + real
         if len(releases) == 1:
             return comp, objs
         later = releases[1:]
@@ -104,7 +109,9 @@ def _client(opts: dict[str, list[str]]):
     from kubernetes.dynamic import DynamicClient
     kubeconfig = (opts.get("--kubeconfig") or [os.environ.get("KUBECONFIG", "")])[-1] or None
     context = (opts.get("--kube-context") or [None])[-1]
-    return DynamicClient(config.new_client_from_config(config_file=kubeconfig, context=context))
+    import tempfile
+    cache = os.path.join(tempfile.gettempdir(), f"twin-helm-discovery-{os.getpid()}.json")   # not the shared one
+    return DynamicClient(config.new_client_from_config(config_file=kubeconfig, context=context), cache_file=cache)
 
 
 def _resource(dyn, obj: dict):

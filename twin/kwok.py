@@ -12,6 +12,7 @@ initializer) are left to the twin's process kubelet (twin/kubelet.py), which rep
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -40,16 +41,47 @@ def stage_crd(crd_dir: Path) -> dict:
     return yaml.safe_load((Path(crd_dir) / "kwok.x-k8s.io_stages.yaml").read_text())
 
 
-def lifecycle_stages(stage_dir: Path, process_label: str) -> list[dict]:
-    """Upstream's fast lifecycle Stages; Pods labelled `process_label` get no status from them."""
+KUBELET_ANNOTATION = "kstack.io/twin-kubelet"   # what the twin's process kubelet decided for a Pod (see below)
+
+
+def lifecycle_stages(stage_dir: Path, model_label: str) -> list[dict]:
+    """Upstream's fast lifecycle Stages, made to wait for the twin's process kubelet.
+
+    The kubelet annotates each Pod of its node first: `simulated` (nothing runs for it: KWOK's pod-ready makes it
+    Running and Ready, as upstream's stage does) or `process` (a real process runs: the `pod-started` Stage makes it
+    Running with its containers running but not ready, and the kubelet sets Ready once the process serves, as a
+    readiness probe would). Pods labelled `model_label` get no status from KWOK at all (twin/modelpods.py).
+    """
     out = []
     for directory, name in LIFECYCLE_STAGES:
         stage = yaml.safe_load((Path(stage_dir) / directory / name).read_text())
         if stage["spec"]["resourceRef"]["kind"] == "Pod" and stage["metadata"]["name"] != "pod-delete":
             stage["spec"]["selector"].setdefault("matchExpressions", []).append(
-                {"key": f'.metadata.labels["{process_label}"]', "operator": "DoesNotExist"})
+                {"key": f'.metadata.labels["{model_label}"]', "operator": "DoesNotExist"})
+        if stage["metadata"]["name"] == "pod-ready":
+            started = _started_stage(stage)
+            stage["spec"]["selector"]["matchExpressions"].append(
+                {"key": f'.metadata.annotations["{KUBELET_ANNOTATION}"]', "operator": "In", "values": ["simulated"]})
+            out.append(started)
         out.append(stage)
     return out
+
+
+def _started_stage(pod_ready: dict) -> dict:
+    """pod-ready with its Ready, ContainersReady and container readiness turned False (the kubelet probes)."""
+    stage = copy.deepcopy(pod_ready)
+    stage["metadata"]["name"] = "pod-started"
+    template = stage["spec"]["next"]["statusTemplate"]
+    changed, n = re.subn(r'status: "True"(\n\s*type: (?:Ready|ContainersReady)\n)', r'status: "False"\1', template)
+    head, sep, tail = changed.partition("containerStatuses:")
+    tail = tail.replace("ready: true", "ready: false", 1)
+    if n != 2 or not sep or "ready: false" not in tail:
+        raise ValueError("KWOK's pod-ready Stage is not shaped as expected (Ready/ContainersReady conditions and "
+                         "container readiness); twin/kwok.py must follow it")
+    stage["spec"]["next"]["statusTemplate"] = head + sep + tail
+    stage["spec"]["selector"]["matchExpressions"].append(
+        {"key": f'.metadata.annotations["{KUBELET_ANNOTATION}"]', "operator": "In", "values": ["process"]})
+    return stage
 
 
 def _selector(labels: dict) -> list[dict]:
@@ -109,13 +141,33 @@ containerStatuses:
                                                         f"Back-off restarting failed container {container}"))
 
 
-def imagepull_stage(name: str, pod_labels: dict, container: str) -> dict:
-    """New Pods of the selection never get `container`'s image: ImagePullBackOff; its other containers run.
+def imagepull_stages(name: str, pod_labels: dict, container: str) -> list[dict]:
+    """New Pods of the selection never get `container`'s image; its other containers run.
 
-    The sandbox exists (the Pod has its IP), the other containers start (kubelet starts each container on its own),
-    and the Pod stays Pending and not Ready, so it is no endpoint of its Services.
+    As kubelet does (stack-facts-2.md §3): each pull attempt fails (ErrImagePull, a Failed event), then the back-off
+    (ImagePullBackOff, a BackOff event), then the next attempt; two Stages alternate the two, each firing on the
+    other's write, with kubelet's 10 s doubling back-off compressed to about a second. The sandbox exists (the Pod
+    has its IP), the other containers start (kubelet starts each container on its own), and the Pod stays Pending
+    and not Ready, so it is no endpoint of its Services.
     """
-    template = f"""
+    reason_of = (f'.status.containerStatuses.[] | select( .name == "{container}" ) | .state.waiting.reason')
+    base = [{"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}]
+    pull = "rpc error: code = NotFound desc = failed to pull and unpack image"
+    return [
+        _fault_stage(f"{name}-pull", "imagepull", pod_labels,
+                     base + [{"key": reason_of, "operator": "NotIn", "values": ["ErrImagePull"]}],
+                     _imagepull_template(container, "ErrImagePull", f"failed to pull image %q: {pull}"),
+                     delay_ms=1000,
+                     event=("Warning", "Failed", f"Failed to pull image for container {container}: {pull}")),
+        _fault_stage(f"{name}-backoff", "imagepull", pod_labels,
+                     base + [{"key": reason_of, "operator": "In", "values": ["ErrImagePull"]}],
+                     _imagepull_template(container, "ImagePullBackOff", None), delay_ms=300,
+                     event=("Normal", "BackOff", f"Back-off pulling image for container {container}"))]
+
+
+def _imagepull_template(container: str, reason: str, message: str | None) -> str:
+    text = message if message else 'Back-off pulling image %q'
+    return f"""
 {{{{ $now := Now }}}}
 {{{{ $pod := . }}}}
 phase: Pending
@@ -128,12 +180,14 @@ conditions:
 {{{{ with $hostIPs }}}}
 hostIP: {{{{ index . 0 | Quote }}}}
 {{{{ end }}}}
+{{{{ if not .status.podIP }}}}
 {{{{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}}}
 {{{{ with $podIPs }}}}
 podIP: {{{{ index . 0 | Quote }}}}
 podIPs:
 {{{{ range . }}}}
 - ip: {{{{ . | Quote }}}}
+{{{{ end }}}}
 {{{{ end }}}}
 {{{{ end }}}}
 startTime: {{{{ or .status.startTime $now | Quote }}}}
@@ -148,8 +202,8 @@ containerStatuses:
   restartCount: 0
   state:
     waiting:
-      reason: ImagePullBackOff
-      message: {{{{ printf "Back-off pulling image %q" .image | Quote }}}}
+      reason: {reason}
+      message: {{{{ printf "{text}" .image | Quote }}}}
 {{{{ else }}}}
 - name: {{{{ .name | Quote }}}}
   image: {{{{ .image | Quote }}}}
@@ -162,11 +216,6 @@ containerStatuses:
 {{{{ end }}}}
 {{{{ end }}}}
 """
-    return _fault_stage(name, "imagepull", pod_labels, [{"key": ".metadata.deletionTimestamp",
-                                                          "operator": "DoesNotExist"}],
-                        template, delay_ms=1000,
-                        event=("Warning", "Failed", f"Failed to pull image for container {container}: "
-                                                    "rpc error: code = NotFound desc = failed to pull and unpack image"))
 
 
 def _fault_stage(name: str, kind: str, pod_labels: dict, extra: list[dict], template: str, delay_ms: int,

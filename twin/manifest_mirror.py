@@ -19,7 +19,6 @@ from pathlib import Path
 
 import yaml
 
-from twin.seed import inventory_objects
 
 
 def _basename(url: str) -> str:
@@ -72,12 +71,15 @@ def mirror_path(directory: str | Path, url: str) -> Path:
 
 
 def write_mirror(profile, directory: str | Path) -> str:
+    """Write every manifest URL of the profile: upstream's own file where at hand, else synthesised objects."""
+    from twin.upstream import manifest_files
     directory = Path(directory).resolve()
     for comp in profile.install_order():
         if not comp.manifests:
             continue
-        for url, objs in split_for_files(comp, inventory_objects(profile, comp.name)).items():
+        files, _ = manifest_files(profile, comp.name)
+        for url, objs in files.items():
             path = mirror_path(directory, url)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump_all(objs, sort_keys=False) if objs else "")
+            path.write_text(yaml.dump_all(objs, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False) if objs else "")
     return directory.as_uri()

@@ -383,3 +383,9 @@ def load_pair(cert_data: bytes, key_data: bytes) -> KeyPair:
     if not key_matches_cert(key, certs[0]):
         raise PKIError("certificate and private key do not match")
     return KeyPair(certs[0], key)
+
+
+def stranger_ca() -> KeyPair:
+    """The CA the cabundle-invalid fault puts in a caBundle: the same in every process of the twin (so the twin and
+    the components that keep caBundles agree on it), and the issuer of no serving certificate."""
+    return component_ca("twin-fault/not-the-serving-ca")

@@ -1,8 +1,7 @@
 """The Kubernetes objects a component's install creates, synthesised from the profile inventory.
 
-`inventory_objects(profile, component)` stands in for `helm install` / the release manifests (the twin's install
-backend uses it), `seed(store, profile, faults)` applies every component for a preinstalled twin, and
-`cluster_objects(profile)` is what a fresh kind cluster already holds (namespaces, CoreDNS, kube-proxy, kindnet).
+`inventory_objects(profile, component)` stands in for what cannot be had offline (Helm charts, some release
+manifests: twin/upstream.py says which) when the twin's helm stand-in and manifest mirror serve the installers.
 The objects look like the real ones: no twin-only labels or annotations.
 """
 from __future__ import annotations
@@ -11,22 +10,10 @@ import hashlib
 import json
 import logging
 import re
-from typing import Iterable
 
-from twin import pki
-from twin.faults import Fault, FaultSet
 
 log = logging.getLogger(__name__)
 
-NODE_NAME = "twin-control-plane"
-# The one mark a twin carries on purpose: any client (the suite's existing-cluster mode included) can tell that this
-# cluster is simulated, so a twin run is never reported as evidence about a real cluster.
-SIMULATED_LABEL = "kstack.io/simulated"
-NODE_LABELS = {
-    "beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-    "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
-    "node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/exclude-from-external-load-balancers": "",
-}
 PLACEHOLDER_CA = "Cg=="
 INJECT_CA_FROM = "cert-manager.io/inject-ca-from"
 INJECT_CA_FROM_SECRET = "cert-manager.io/inject-ca-from-secret"
@@ -57,25 +44,6 @@ def resolve_image(image: str) -> str:
         repo = image[: -len("@sha256:*")]
         return f"{repo}@sha256:{fake_digest(repo)}"
     return image
-
-
-def image_digest(image: str) -> str:
-    """The digest an image resolves to: the pinned one, else deterministic."""
-    m = re.search(r"@sha256:([0-9a-f]{64})$", image)
-    return m.group(1) if m else fake_digest(image)
-
-
-def image_repo(image: str) -> str:
-    """`quay.io/x/y:v1@sha256:..` -> `quay.io/x/y`."""
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)
-    if ":" in last[-1]:
-        name = name[: name.rfind(":")]
-    return name
-
-
-def image_id(image: str) -> str:
-    return f"docker-pullable://{image_repo(image)}@sha256:{image_digest(image)}"
 
 
 def _split_rule(rule: str) -> tuple[str, str, str]:
@@ -176,8 +144,7 @@ def webhook_configuration(comp, entry: dict) -> dict:
         annotations[INJECT_CA_FROM] = inject
     if entry.get("ca") == "cert-manager":
         ca_bundle = PLACEHOLDER_CA
-    elif entry.get("ca") == "self" and not inject and entry.get("service"):
-        ca_bundle = pki.b64(pki.component_ca(entry["service"]).cert_pem)
+    # `ca: self`: no caBundle, as upstream's YAML ships it; the component writes its own (twin/standins/selfca.py)
     webhooks = []
     for webhook in names:
         ns_selector, obj_selector = _webhook_selectors(webhook)
@@ -239,7 +206,9 @@ def _workload(comp, item: dict, kind: str, services: list[dict], version_label: 
         labels[version_label] = strip_v(comp.version)
     containers = []
     for cname, image in item["containers"].items():
-        containers.append({"name": cname, "image": resolve_image(image)})
+        # what the chart writes (Istio's gateway: `auto`, which the sidecar injector fills in on the Pods)
+        containers.append({"name": cname, "image": (item.get("template_images") or {}).get(cname)
+                           or resolve_image(image)})
     ports: list[dict] = []
     for svc in mine:
         if not _selects(svc.get("selector") or {}, labels):
@@ -259,6 +228,13 @@ def _workload(comp, item: dict, kind: str, services: list[dict], version_label: 
     if ports and containers:
         containers[0]["ports"] = ports
     pod_spec: dict = {"containers": containers, "serviceAccountName": name}
+    if name == "kserve-controller-manager" and containers:
+        # As KServe's kserve.yaml ships it (v0.11.0 .. v0.20.0): controller-runtime's webhook server reads its
+        # certificate, cert-manager's Secret, from its default directory; without it the real manager exits.
+        containers[0]["volumeMounts"] = [{"name": "cert", "mountPath": "/tmp/k8s-webhook-server/serving-certs",
+                                          "readOnly": True}]
+        pod_spec["volumes"] = [{"name": "cert", "secret": {"secretName": "kserve-webhook-server-cert",
+                                                           "defaultMode": 420}}]
     if item.get("node_selector"):
         pod_spec["nodeSelector"] = dict(item["node_selector"])
     spec: dict = {"selector": {"matchLabels": selector},
@@ -267,6 +243,38 @@ def _workload(comp, item: dict, kind: str, services: list[dict], version_label: 
         spec = {"replicas": item.get("replicas", 1), **spec}
     return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": ns, "labels": meta_labels},
             "spec": spec}
+
+
+def _gateway_chart_template(dep: dict) -> None:
+    """What Istio's gateway chart renders (manifests/charts/gateway/templates/deployment.yaml at 1.19.0 and 1.30.3)
+    besides `image: auto` (the profile's template_images): the injection label and the gateway template, which
+    make istiod's injector set the real image on the Pods."""
+    template = dep["spec"]["template"]
+    template["metadata"].setdefault("labels", {})["sidecar.istio.io/inject"] = "true"
+    template["metadata"].setdefault("annotations", {})["inject.istio.io/templates"] = "gateway"
+
+
+def _service_accounts(comp, workloads: list[dict]) -> list[dict]:
+    """A ServiceAccount per synthesised workload, bound to one broad ClusterRole of the component.
+
+    The real charts and manifests carry each controller's own narrow RBAC; a synthesised component cannot know it,
+    so its processes get every verb on every resource (stated in the twin's limitations).
+    """
+    objs, subjects = [], []
+    for w in workloads:
+        ns, sa = w["metadata"]["namespace"], w["spec"]["template"]["spec"]["serviceAccountName"]
+        if {"name": sa, "namespace": ns} not in [{"name": s["name"], "namespace": s["namespace"]} for s in subjects]:
+            objs.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns}})
+            subjects.append({"kind": "ServiceAccount", "name": sa, "namespace": ns})
+    if subjects:
+        name = f"{comp.name}-synthesised"
+        objs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+                     "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})
+        objs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                     "metadata": {"name": name},
+                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                     "subjects": subjects})
+    return objs
 
 
 def _service(item: dict, gateway: dict | None, used_node_ports: set) -> dict:
@@ -416,6 +424,23 @@ def _knative_extras(profile, comp, preinstalled: bool, version_label: str | None
         data["example.com"] = ""
     objs = [{"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": {"name": "config-domain", "namespace": ns, "labels": labels}, "data": data}]
+    # The other ConfigMaps serving-core.yaml ships (config/core/configmaps): only their `_example` keys, so every
+    # reader (Knative's controllers, KServe's reconciler of config-autoscaler) gets the defaults, as on a fresh install.
+    for name, component in (("config-autoscaler", "autoscaler"), ("config-defaults", "controller"),
+                            ("config-deployment", "controller"), ("config-features", "controller"),
+                            ("config-gc", "controller"), ("config-leader-election", "controller"),
+                            ("config-logging", "logging"), ("config-network", "networking"),
+                            ("config-observability", "observability"), ("config-tracing", "tracing")):
+        objs.append({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": name, "namespace": ns, "labels": dict(labels, **{
+                         "app.kubernetes.io/component": component})},
+                     "data": {"_example": "# defaults apply (synthesised by the twin: serving-core.yaml is not at "
+                                          "hand offline)\n"}})
+    objs.append({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "config-istio", "namespace": ns,
+                              "labels": dict(labels, **{"app.kubernetes.io/component": "net-istio",
+                                                        "networking.knative.dev/ingress-provider": "istio"})},
+                 "data": {"_example": "# defaults apply\n"}})
     istio_crds = {c["name"] for _, c in profile.inventory("crds")}
     gateway = profile.gateway or {"namespace": "istio-system", "name": "istio-ingressgateway"}
     selector = {"istio": gateway["name"][len("istio-"):] if gateway["name"].startswith("istio-") else gateway["name"]}
@@ -452,23 +477,17 @@ def _namespace(comp, name: str, version_label: str | None) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # public
 
-def inventory_objects(profile, component_name: str, preinstalled: bool = False,
-                      faults: Iterable[Fault] | FaultSet = ()) -> list[dict]:
+def inventory_objects(profile, component_name: str, preinstalled: bool = False) -> list[dict]:
     """The objects installing `component_name` creates, in apply order.
 
     `preinstalled`: the state after the installer's patches too (Knative's config-domain carries example.com).
-    `faults`: crd-missing CRDs are left out.
     """
     comp = profile.components[component_name]
     inv = comp.inventory
-    faults = faults if isinstance(faults, FaultSet) else FaultSet(faults)
-    missing = faults.targets("crd-missing")
     version_label = comp.version_probe.get("label")
     objs: list[dict] = [_namespace(comp, ns, version_label) for ns in inv.get("namespaces") or []]
     entries = inv.get("webhooks") or []
     for item in inv.get("crds") or []:
-        if item["name"] in missing:
-            continue
         crd = _crd(comp, item, version_label)
         if item["name"] == "inferenceservices.serving.kserve.io":
             inject = next((e for e in entries if e.get("ca") == "cert-manager" and e.get("inject_ca_from")
@@ -487,6 +506,12 @@ def inventory_objects(profile, component_name: str, preinstalled: bool = False,
         objs.append(_workload(comp, item, "Deployment", services, version_label))
     for item in inv.get("daemonsets") or []:
         objs.append(_workload(comp, item, "DaemonSet", services, version_label))
+    objs.extend(_service_accounts(comp, [o for o in objs if o["kind"] in ("Deployment", "DaemonSet")]))
+    gateway = profile.gateway or {}
+    for obj in objs:
+        if obj["kind"] == "Deployment" and (obj["metadata"]["namespace"], obj["metadata"]["name"]) == \
+                (gateway.get("namespace"), gateway.get("name")):
+            _gateway_chart_template(obj)
     used_ports: set = {p.get("nodePort") for _, s in profile.inventory("services") for p in s.get("ports") or []
                        if p.get("nodePort")}
     for item in services:
@@ -498,89 +523,3 @@ def inventory_objects(profile, component_name: str, preinstalled: bool = False,
     for entry in entries:
         objs.append(webhook_configuration(comp, entry))
     return sorted(objs, key=_order)
-
-
-def kubernetes_version(profile) -> str:
-    """v1.27.3 from the kind node image tag when it matches the profile's max minor, else v<max>.0."""
-    _, high = profile.kubernetes_range
-    m = re.search(r":v(\d+)\.(\d+)\.(\d+)", profile.kind.get("node_image", ""))
-    if m and f"{m.group(1)}.{m.group(2)}" == high:
-        return f"v{m.group(1)}.{m.group(2)}.{m.group(3)}"
-    return f"v{high}.0"
-
-
-def cluster_objects(profile) -> list[dict]:
-    """What a fresh kind cluster holds before anything is installed (the parts suites and diagnostics see)."""
-    version = kubernetes_version(profile)
-    minor = int(version.split(".")[1])
-    coredns = "v1.10.1" if minor <= 28 else "v1.11.1"
-    objs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
-            for n in ("default", "kube-system", "kube-public", "kube-node-lease", "local-path-storage")]
-    objs.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME, "labels": {SIMULATED_LABEL: "true"}}})
-    objs.append({"apiVersion": "apps/v1", "kind": "Deployment",
-                 "metadata": {"name": "coredns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
-                 "spec": {"replicas": 2, "selector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                          "template": {"metadata": {"labels": {"k8s-app": "kube-dns"}},
-                                       "spec": {"serviceAccountName": "coredns", "containers": [{
-                                           "name": "coredns", "image": f"registry.k8s.io/coredns/coredns:{coredns}",
-                                           "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                                                     {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
-                                                     {"name": "metrics", "containerPort": 9153,
-                                                      "protocol": "TCP"}]}]}}}})
-    objs.append({"apiVersion": "v1", "kind": "Service",
-                 "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
-                 "spec": {"selector": {"k8s-app": "kube-dns"}, "clusterIP": "10.96.0.10",
-                          "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-                                    {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]}})
-    objs.append({"apiVersion": "apps/v1", "kind": "Deployment",
-                 "metadata": {"name": "local-path-provisioner", "namespace": "local-path-storage"},
-                 "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "local-path-provisioner"}},
-                          "template": {"metadata": {"labels": {"app": "local-path-provisioner"}},
-                                       "spec": {"serviceAccountName": "local-path-provisioner-service-account",
-                                                "containers": [{"name": "local-path-provisioner",
-                                                                "image": "docker.io/kindest/local-path-provisioner:"
-                                                                         "v20230511-dc714da8"}]}}}})
-    for name, image in (("kube-proxy", f"registry.k8s.io/kube-proxy:{version}"),
-                        ("kindnet", "docker.io/kindest/kindnetd:v20230511-dc714da8")):
-        labels = {"k8s-app": name} if name == "kube-proxy" else {"app": name, "k8s-app": name, "tier": "node"}
-        sel = {"k8s-app": name} if name == "kube-proxy" else {"app": name}
-        objs.append({"apiVersion": "apps/v1", "kind": "DaemonSet",
-                     "metadata": {"name": name, "namespace": "kube-system", "labels": labels},
-                     "spec": {"selector": {"matchLabels": sel},
-                              "template": {"metadata": {"labels": labels},
-                                           "spec": {"serviceAccountName": name,
-                                                    "nodeSelector": {"kubernetes.io/os": "linux"},
-                                                    "containers": [{"name": name if name != "kindnet"
-                                                                    else "kindnet-cni", "image": image}]}}}})
-    return objs
-
-
-def _manager(comp) -> str:
-    return "helm" if comp.helm_releases else "kubectl-client-side-apply"
-
-
-def apply_objects(store, objs: Iterable[dict], manager: str = "kubectl") -> list[dict]:
-    """Apply in order; objects whose kind is not served (a missing CRD) are skipped with a log line."""
-    from twin.api_store import ApiError  # the store module is light; imported here to keep seed importable alone
-    out = []
-    for obj in objs:
-        if store.resource_for(obj["apiVersion"], obj["kind"]) is None:
-            log.info("seed: %s %s skipped: %s/%s is not served", obj["kind"], obj["metadata"]["name"],
-                     obj["apiVersion"], obj["kind"])
-            continue
-        try:
-            out.append(store.apply(obj, field_manager=manager))
-        except ApiError as exc:
-            log.warning("seed: %s %s/%s not applied: %s", obj["kind"], obj["metadata"].get("namespace", ""),
-                        obj["metadata"]["name"], exc.message)
-    return out
-
-
-def seed(store, profile, faults: Iterable[Fault] | FaultSet = (), preinstalled: bool = True) -> list[dict]:
-    """Apply every component's objects (dependency order) through the store: a preinstalled stack."""
-    out = []
-    for comp in profile.install_order():
-        out += apply_objects(store, inventory_objects(profile, comp.name, preinstalled=preinstalled, faults=faults),
-                             _manager(comp))
-    return out

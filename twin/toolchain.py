@@ -52,6 +52,7 @@ class Build:
     version_packages: tuple[str, ...] = ()
     ldflags: tuple[str, ...] = ()
     data: dict = field(default_factory=dict, hash=False)          # name -> directory in the module, copied
+    sum: str | None = None      # the module's pinned go.sum hash, for a module the checksum database does not know
 
     def binary_name(self, package: str) -> str:
         return self.binaries.get(package) or package.rstrip("/").rsplit("/", 1)[-1]
@@ -66,8 +67,11 @@ class Build:
     @property
     def key(self) -> str:
         """The cache key: the version plus a hash of the recipe, so a changed recipe rebuilds."""
-        recipe = json.dumps([self.module, self.version, self.packages, self.relative_replace_version,
-                             self.version_packages, self.ldflags, self.data], sort_keys=True)
+        fields = {"module": self.module, "version": self.version, "packages": self.packages,
+                  "relative_replace_version": self.relative_replace_version, "version_packages": self.version_packages,
+                  "ldflags": self.ldflags, "data": self.data, "sum": self.sum}
+        # Only the fields a recipe sets: a new optional field does not invalidate every cached build.
+        recipe = json.dumps({k: v for k, v in fields.items() if v}, sort_keys=True)
         return f"{self.name}-{self.version}-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
 
     def _fmt(self, template: str) -> str:
@@ -142,7 +146,8 @@ def load_builds(path: Path = RECIPES) -> dict[str, Build]:
                              packages=tuple(spec["packages"]), binaries=dict(spec.get("binaries") or {}),
                              relative_replace_version=spec.get("relative_replace_version"),
                              version_packages=tuple(spec.get("version_packages") or ()),
-                             ldflags=tuple(spec.get("ldflags") or ()), data=dict(spec.get("data") or {}))
+                             ldflags=tuple(spec.get("ldflags") or ()), data=dict(spec.get("data") or {}),
+                             sum=spec.get("sum"))
     return builds
 
 
@@ -239,11 +244,18 @@ def build(spec: Build, root: Path | None = None, log=print) -> Built:
     shutil.rmtree(target, ignore_errors=True)
     work.mkdir(parents=True)
     env = {**os.environ, "GOFLAGS": "-buildvcs=false -mod=mod", "CGO_ENABLED": "0"}
+    if spec.sum:
+        # sum.golang.org does not answer for this module: skip it there, check the pinned hash here instead.
+        env["GONOSUMDB"] = ",".join(filter(None, [env.get("GONOSUMDB"), spec.module]))
     began = time.monotonic()
     log(f"twin: building {spec.name} {spec.version} ({', '.join(spec.binary_names)}) from {spec.module}")
     go_version = _run_go(go, ["env", "GOVERSION"], work, env, "reading the Go version").strip()
     info = json.loads(_run_go(go, ["mod", "download", "-json", f"{spec.module}@{spec.version}"], work, env,
                               f"downloading {spec.module}@{spec.version}"))
+    if spec.sum and info.get("Sum") != spec.sum:
+        raise ToolchainError(f"{spec.module}@{spec.version} has hash {info.get('Sum')}, not the pinned {spec.sum}",
+                             "the proxy served different content for a pinned version: do not build it; check the "
+                             "module proxy")
     upstream_mod = Path(info["GoMod"]).read_text()
     go_line = re.search(r"^go\s+(\S+)", upstream_mod, re.M)
     lines = ["module kstack.local/twin-build", "", f"go {go_line.group(1) if go_line else '1.21'}", "",
@@ -271,9 +283,6 @@ def build(spec: Build, root: Path | None = None, log=print) -> Built:
                    seconds=round(time.monotonic() - began, 1), binaries=outputs, data=data)
     (target / "build.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
-    for stale in target.parent.glob(f"{spec.name}-*"):      # earlier recipes of this build
-        if stale != target and stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
     log(f"twin: built {spec.name} {spec.version} in {result.seconds:.0f}s")
     return result
 

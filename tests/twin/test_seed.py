@@ -1,17 +1,12 @@
 """twin.seed: the objects a component's install creates, synthesised from the profile inventory."""
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
 
 from stack.profile import Profile, available_profiles
-from twin import pki
-from twin.api_store import Store
-from twin.faults import parse_faults
-from twin.seed import (PLACEHOLDER_CA, cluster_objects, image_id, inventory_objects, kubernetes_version,
-                       resolve_image, seed)
+from twin.seed import PLACEHOLDER_CA, inventory_objects, resolve_image
 
 PROFILES = available_profiles()
 
@@ -54,8 +49,8 @@ def test_every_inventory_item_is_synthesised(profile_name):
                 assert w["failurePolicy"] == "Fail" and w["sideEffects"] == "None"
                 assert w["admissionReviewVersions"] == ["v1"]
         # objects look like the real ones: no twin-only labels or annotations
-        text = json.dumps(objs)
-        assert "twin" not in text.replace("twin-control-plane", "")
+        text = json.dumps(objs).replace("twin-control-plane", "").replace("synthesised by the twin", "")
+        assert "twin" not in text
 
 
 def test_crds_versions_scope_and_schema(seed_profile):
@@ -93,9 +88,7 @@ def test_digest_images_are_deterministic():
     image = "gcr.io/knative-releases/knative.dev/serving/cmd/webhook@sha256:*"
     assert resolve_image(image) == resolve_image(image)
     assert resolve_image("quay.io/x/y:v1") == "quay.io/x/y:v1"
-    pinned = "quay.io/x/y:v1@sha256:" + "a" * 64
-    assert image_id(pinned) == "docker-pullable://quay.io/x/y@sha256:" + "a" * 64
-    assert image_id("docker.io/istio/pilot:1.19.0").startswith("docker-pullable://docker.io/istio/pilot@sha256:")
+    assert resolve_image(image).startswith("gcr.io/knative-releases/knative.dev/serving/cmd/webhook@sha256:")
 
 
 def test_webhook_configurations(seed_profile):
@@ -118,11 +111,10 @@ def test_webhook_configurations(seed_profile):
         "cert-manager.io/inject-ca-from-secret": "cert-manager/cert-manager-webhook-ca"}
     assert "caBundle" not in val["webhooks"][0]["clientConfig"]
     assert val["webhooks"][0]["rules"][0]["apiVersions"] == ["*"]
-    # ca: self without a secret: a caBundle of the component's own CA
+    # ca: self: no caBundle shipped, as upstream's YAML; the component writes its own (twin/standins/selfca.py)
     (istio,) = _by(inventory_objects(seed_profile, "istio"), "ValidatingWebhookConfiguration",
                    "istiod-default-validator")
-    (ca,) = pki.load_certs(base64.b64decode(istio["webhooks"][0]["clientConfig"]["caBundle"]))
-    assert pki.is_ca(ca) and ca == pki.component_ca("istio-system/istiod").cert
+    assert "caBundle" not in istio["webhooks"][0]["clientConfig"]
 
 
 def test_kserve_extras(seed_profile):
@@ -156,35 +148,3 @@ def test_gateway_service_is_nodeport(seed_profile):
     http2 = next(p for p in svc["spec"]["ports"] if p["name"] == "http2")
     assert http2["nodePort"] == 31080
     assert all(30000 <= p["nodePort"] <= 32767 for p in svc["spec"]["ports"])
-
-
-def test_crd_missing_fault_leaves_the_crd_out(seed_profile):
-    faults = parse_faults(["crd-missing:inferenceservices.serving.kserve.io"], seed_profile)
-    names = {o["metadata"]["name"] for o in inventory_objects(seed_profile, "kserve", faults=faults)}
-    assert "inferenceservices.serving.kserve.io" not in names
-    assert "trainedmodels.serving.kserve.io" in names
-
-
-def test_kubernetes_version(seed_profile):
-    assert kubernetes_version(seed_profile) == "v1.27.3"
-    data = dict(seed_profile.data, kubernetes={"min": "1.25", "max": "1.28"})
-    assert kubernetes_version(Profile(data)) == "v1.28.0"
-
-
-def test_seed_applies_everything_through_the_store(seed_profile):
-    store = Store()
-    try:
-        for obj in cluster_objects(seed_profile):
-            store.apply(obj)
-        applied = seed(store, seed_profile, ())
-        expected = sum(len(inventory_objects(seed_profile, c.name, preinstalled=True))
-                       for c in seed_profile.install_order())
-        assert len(applied) == expected
-        for _, crd in seed_profile.inventory("crds"):
-            obj = store.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd["name"])
-            established = {c["type"]: c["status"] for c in obj["status"]["conditions"]}
-            assert established["Established"] == "True"
-        assert store.get("cert-manager.io/v1", "Certificate", "serving-cert", "kserve") is not None
-        assert store.get("apps/v1", "Deployment", "coredns", "kube-system") is not None
-    finally:
-        store.close()

@@ -1,0 +1,330 @@
+"""Model Pods: the Pods of InferenceServices, whose containers the twin really runs and whose status it reports.
+
+KWOK leaves these Pods alone (its Stages skip the serving.kserve.io/inferenceservice label); this module plays
+kubelet for them, one thread per Pod, from what its processes do:
+- init containers: the storage-initializer runs twin/storage.py with the container's args (the model lands in
+  the Pod's /mnt/models); a failure is `terminated` Error with its exit code, then restarted with kubelet's
+  back-off (10 s doubling, up to 5 min) and reported `waiting` CrashLoopBackOff in between;
+- containers: kserve-container runs the KServe model server (twin/modelserver.py) on the Pod IP, queue-proxy a
+  forwarder to it (twin/forwarder.py), any other container runs nothing and counts as running; a container that
+  exits is restarted with the same back-off;
+- readiness: the model server container is Ready when GET /v1/models/<name> answers 200 (what KServe's and
+  Knative's readiness checks ask), the Pod when all its containers are.
+Pod IPs come from the upper half of the node's pod CIDR (KWOK hands out the lower half).
+
+Fault isvc-stuck: the storage initializer never finishes (the Pod stays Init:0/1).
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from twin import faults
+from twin.kubelet import container_env, expand
+from twin.objectstore import ObjectStore
+from twin.standins.runtime import now_iso
+
+log = logging.getLogger("twin.modelpods")
+
+BACKOFF = (10, 20, 40, 80, 160, 300)
+READY_TIMEOUT = 120.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class IPPool:
+    def __init__(self, pod_cidr: str):
+        net = ipaddress.ip_network(pod_cidr)
+        upper = list(net.subnets(prefixlen_diff=1))[1]
+        self.free = [str(ip) for ip in upper.hosts()]
+        self.lock = threading.Lock()
+
+    def take(self) -> str:
+        with self.lock:
+            return self.free.pop(0)
+
+    def give(self, ip: str) -> None:
+        with self.lock:
+            self.free.append(ip)
+
+
+class ModelPods:
+    def __init__(self, twin):
+        self.twin = twin
+        self.pool = IPPool(twin.netns.addresses.pod_cidr)
+        self.store = ObjectStore(twin.workdir / "objectstore")
+        self.store.ensure_iris()
+        self.runners: dict[str, PodRunner] = {}
+        self.lock = threading.Lock()
+
+    def sync(self, event_type: str, pod: dict) -> None:
+        uid = pod["metadata"]["uid"]
+        gone = event_type == "DELETED" or pod["metadata"].get("deletionTimestamp")
+        with self.lock:
+            runner = self.runners.get(uid)
+            if gone:
+                if runner:
+                    self.runners.pop(uid).stop()
+                return
+            if runner is None and (pod.get("spec") or {}).get("nodeName"):
+                runner = self.runners[uid] = PodRunner(self, pod)
+                runner.start()
+
+    def stop(self) -> None:
+        with self.lock:
+            runners, self.runners = list(self.runners.values()), {}
+        for runner in runners:
+            runner.stop()
+        for runner in runners:
+            runner.join(timeout=15)
+
+
+class PodRunner(threading.Thread):
+    def __init__(self, owner: ModelPods, pod: dict):
+        super().__init__(daemon=True, name=f"model-pod-{pod['metadata']['name']}")
+        self.owner, self.pod = owner, pod
+        self.twin = owner.twin
+        self.meta = pod["metadata"]
+        self.dir = self.twin.workdir / "pods" / self.meta["uid"]
+        self.stopped = threading.Event()
+        self.ip: str | None = None
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.network = None
+        self.init_status: dict[str, dict] = {}
+        self.status: dict[str, dict] = {}
+        self.started = now_iso()
+
+    # -- status ------------------------------------------------------------------------------------------------------
+
+    def _write(self, phase: str) -> None:
+        spec = self.pod["spec"]
+        inits = [self.init_status.get(c["name"]) or _waiting(c, "PodInitializing")
+                 for c in spec.get("initContainers") or []]
+        mains = [self.status.get(c["name"]) or _waiting(c, "PodInitializing") for c in spec["containers"]]
+        initialized = all("terminated" in s["state"] and s["state"]["terminated"].get("exitCode") == 0
+                          for s in inits)
+        unready = [s["name"] for s in mains if not s.get("ready")]
+        pending_init = [s["name"] for s in inits if not ("terminated" in s["state"] and
+                                                         s["state"]["terminated"].get("exitCode") == 0)]
+
+        def cond(ctype, ok, reason=None, message=None):
+            out = {"type": ctype, "status": "True" if ok else "False", "lastTransitionTime": now_iso(),
+                   "lastProbeTime": None}
+            if not ok and reason:
+                out.update(reason=reason, message=message)
+            return out
+
+        status = {"phase": phase, "hostIP": self.twin.node_ip, "hostIPs": [{"ip": self.twin.node_ip}],
+                  "podIP": self.ip, "podIPs": [{"ip": self.ip}], "startTime": self.started,
+                  "qosClass": "Burstable", "initContainerStatuses": inits or None, "containerStatuses": mains,
+                  "conditions": [
+                      cond("PodReadyToStartContainers", True),
+                      cond("Initialized", initialized, "ContainersNotInitialized",
+                           f"containers with incomplete status: [{' '.join(pending_init)}]"),
+                      cond("Ready", initialized and not unready, "ContainersNotReady",
+                           f"containers with unready status: [{' '.join(unready)}]"),
+                      cond("ContainersReady", initialized and not unready, "ContainersNotReady",
+                           f"containers with unready status: [{' '.join(unready)}]"),
+                      cond("PodScheduled", True)]}
+        try:
+            self.twin.admin.patch("v1", "Pod", self.meta["name"], self.meta["namespace"], {"status": status},
+                                  subresource="status")
+        except Exception as e:  # noqa: BLE001 - the Pod may be gone; the next change retries
+            log.debug("status of %s not written: %s", self.meta["name"], e)
+
+    # -- the Pod's life ----------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.ip = self.owner.pool.take()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            from twin.netns import PodNetwork
+            self.network = PodNetwork(self.twin.netns, self.ip).create()
+            self._write("Pending")
+            for container in self.pod["spec"].get("initContainers") or []:
+                if not self._run_init(container):
+                    return
+            self._run_containers()
+        except Exception:  # noqa: BLE001
+            log.exception("model pod %s failed", self.meta["name"])
+        finally:
+            for proc in self.procs.values():
+                _kill(proc)
+            if self.network is not None:
+                self.network.close()
+            if self.ip:
+                self.owner.pool.give(self.ip)
+
+    def _argv(self, container: dict, env: dict) -> list[str]:
+        """The container's command, with its volumes' mount paths pointing into the Pod's directory."""
+        args = [expand(a, env) for a in (container.get("command") or [])[1:] + (container.get("args") or [])]
+        for mount in container.get("volumeMounts") or []:
+            local = str(self.dir / "volumes" / mount["name"])
+            Path(local).mkdir(parents=True, exist_ok=True)
+            args = [a.replace(mount["mountPath"], local) for a in args]
+        return args
+
+    def _env(self, container: dict) -> dict:
+        env = container_env(self.twin.admin, dict(self.pod, status={"podIP": self.ip}), container,
+                            self.pod["spec"]["nodeName"])
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir),
+                "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "POD_IP": self.ip,
+                "TWIN_FAULTS_FILE": str(self.twin.faults_file),
+                "TWIN_OBJECT_STORE": str(self.owner.store.root), **env}
+
+    def _spawn(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
+        log_path = self.dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            proc = self.twin.netns.spawn(argv, network=self.network, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.dir)
+        self.procs[name] = proc
+        return proc
+
+    def _run_init(self, container: dict) -> bool:
+        name = container["name"]
+        restarts = 0
+        while not self.stopped.is_set():
+            self.init_status[name] = _running(container, restarts, ready=False)
+            self._write("Pending")
+            if faults.active(self.twin.faults_file, "isvc-stuck"):
+                self.stopped.wait()            # the download never finishes
+                return False
+            env = self._env(container)
+            argv = [sys.executable, "-m", "twin.storage", *self._argv(container, env)] \
+                if name == "storage-initializer" else None
+            code = self._spawn(name, argv, env).wait() if argv else 0
+            if code == 0:
+                self.init_status[name] = _terminated(container, restarts, 0, "Completed")
+                self._write("Pending")
+                return True
+            if self.stopped.is_set():
+                return False
+            self.init_status[name] = _terminated(container, restarts, code, "Error", self._log_tail(name))
+            self._write("Pending")
+            wait = BACKOFF[min(restarts, len(BACKOFF) - 1)]
+            restarts += 1
+            self.init_status[name] = _backoff(container, restarts, wait, self.meta, code, self._log_tail(name))
+            self._write("Pending")
+            if self.stopped.wait(wait):
+                return False
+        return False
+
+    def _run_containers(self) -> None:
+        containers = self.pod["spec"]["containers"]
+        restarts = {c["name"]: 0 for c in containers}
+        model_port = 8080
+        for c in containers:
+            self._start_container(c, restarts[c["name"]])
+        self._write("Running")
+        ready_at = None
+        due: dict[str, float] = {}
+        while not self.stopped.is_set():
+            changed = False
+            for c in containers:
+                proc = self.procs.get(c["name"])
+                if proc is not None and proc.poll() is not None and "running" in self.status[c["name"]]["state"]:
+                    code = proc.returncode
+                    restarts[c["name"]] += 1
+                    wait = BACKOFF[min(restarts[c["name"]] - 1, len(BACKOFF) - 1)]
+                    self.status[c["name"]] = _backoff(c, restarts[c["name"]], wait, self.meta, code,
+                                                      self._log_tail(c["name"]))
+                    self._write("Running")
+                    due[c["name"]] = time.monotonic() + wait     # kubelet restarts it after its back-off
+                    changed = True
+                if c["name"] in due and time.monotonic() >= due[c["name"]]:
+                    due.pop(c["name"])
+                    self._start_container(c, restarts[c["name"]])
+                    changed = True
+                if c["name"] == "kserve-container" and "running" in self.status[c["name"]]["state"] and \
+                        not self.status[c["name"]]["ready"] and self._probe(c, model_port):
+                    self.status[c["name"]]["ready"] = True
+                    self.status[c["name"]]["started"] = True
+                    ready_at = time.monotonic()
+                    for other in containers:            # the sidecars are ready once the server is
+                        if other["name"] != c["name"] and "running" in self.status[other["name"]]["state"]:
+                            self.status[other["name"]]["ready"] = True
+                    changed = True
+            if changed:
+                self._write("Running")
+            self.stopped.wait(0.2 if ready_at is None else 1.0)
+
+    def _start_container(self, container: dict, restarts: int) -> None:
+        name = container["name"]
+        env = self._env(container)
+        if name == "kserve-container":
+            argv = [sys.executable, "-m", "twin.modelserver", *self._argv(container, env), f"--bind={self.ip}"]
+            self._spawn(name, argv, env)
+        elif name == "queue-proxy":
+            self._spawn(name, [sys.executable, "-m", "twin.forwarder", f"{self.ip}:8012", f"{self.ip}:8080"], env)
+        self.status[name] = _running(container, restarts, ready=name not in ("kserve-container", "queue-proxy"))
+
+    def _probe(self, container: dict, port: int) -> bool:
+        model = next((a.split("=", 1)[1] for a in container.get("args") or [] if a.startswith("--model_name=")),
+                     None)
+        path = f"/v1/models/{model}" if model else "/v2/health/ready"
+        return self.twin.netns.http_status(self.ip, port, path, timeout=2) == 200
+
+    def _log_tail(self, name: str) -> str:
+        try:
+            lines = (self.dir / "logs" / f"{name}.log").read_text(errors="replace").strip().splitlines()
+            return lines[-1][:500] if lines else ""
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for proc in list(self.procs.values()):
+            _kill(proc)
+
+
+def _waiting(container: dict, reason: str, message: str | None = None, restarts: int = 0) -> dict:
+    state = {"reason": reason}
+    if message:
+        state["message"] = message
+    return {"name": container["name"], "image": container.get("image", ""), "imageID": "", "ready": False,
+            "started": False, "restartCount": restarts, "state": {"waiting": state}, "lastState": {}}
+
+
+def _running(container: dict, restarts: int, ready: bool) -> dict:
+    return {"name": container["name"], "image": container.get("image", ""),
+            "imageID": f"twin://{container.get('image', '')}", "ready": ready, "started": True,
+            "restartCount": restarts, "state": {"running": {"startedAt": now_iso()}}, "lastState": {}}
+
+
+def _terminated(container: dict, restarts: int, code: int, reason: str, message: str = "") -> dict:
+    term = {"exitCode": code, "reason": reason, "startedAt": now_iso(), "finishedAt": now_iso()}
+    if message:
+        term["message"] = message
+    return {"name": container["name"], "image": container.get("image", ""),
+            "imageID": f"twin://{container.get('image', '')}", "ready": code == 0, "started": False,
+            "restartCount": restarts, "state": {"terminated": term}, "lastState": {}}
+
+
+def _backoff(container: dict, restarts: int, wait: int, meta: dict, code: int, message: str) -> dict:
+    out = _waiting(container, "CrashLoopBackOff",
+                   f"back-off {wait}s restarting failed container={container['name']} "
+                   f"pod={meta['name']}_{meta['namespace']}({meta['uid']})", restarts)
+    last = {"exitCode": code, "reason": "Error", "startedAt": now_iso(), "finishedAt": now_iso()}
+    if message:
+        last["message"] = message
+    out["lastState"] = {"terminated": last}
+    return out
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, 15)
+            proc.wait(5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            proc.wait()
