@@ -2,15 +2,24 @@
 
 Client construction, server-side apply, reads, watches, logs and the service proxy all go through `Kube`, so that
 error translation, retries of transient API answers, and request counting live in one place.
+
+Kube owns the `api` retry layer (stack/retry.py): a transient answer (429/5xx/unreachable) is retried here, a few
+times and never past the caller's deadline, and nowhere else. Its RetryLog is the run's (or its own).
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import dataclasses
 import json
 import logging
+import os
+import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
 
 import urllib3
 from kubernetes import client as k8s_client
@@ -21,10 +30,17 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from stack import retry
+from stack.failures import Category, CheckFailure
+
+if TYPE_CHECKING:
+    from stack.wait import Deadline
 
 log = logging.getLogger("kstack.kube")
 
 FIELD_MANAGER = "kstack"
+API_ATTEMPTS = 6          # tries of one request on transient answers (under 5 s of backoff, never past the deadline)
+API_BACKOFF_BASE = 0.2
+API_BACKOFF_CAP = 1.6
 
 
 class KubeError(Exception):
@@ -45,30 +61,101 @@ class NoSuchKind(KubeError):
     """The API server does not serve this apiVersion/kind (CRD absent or not yet established)."""
 
 
+@dataclass(frozen=True)
+class Access:
+    """What a request asks of the API server's authorizer, in RBAC's terms: verbs on a group's resource."""
+    verbs: tuple[str, ...]               # ("patch", "create") for a server-side apply, which may create
+    group: str                           # "" for the core group
+    resource: str                        # plural, with a subresource: "pods/log"
+    namespace: str | None = None         # None: cluster-scoped, or every namespace
+    name: str | None = None
+
+    def __str__(self) -> str:
+        resource = f"{self.resource}.{self.group}" if self.group else self.resource
+        where = f"in namespace {self.namespace}" if self.namespace else "cluster-wide"
+        return f"{'/'.join(self.verbs)} {resource}{' ' + self.name if self.name else ''} {where}"
+
+
+class Forbidden(KubeError, CheckFailure):
+    """The API server's authorizer refused a request (HTTP 403): which verb on which resource, as fields. A check
+    meeting it fails with that, in the permission category, never retried (an AssertionError, like every check
+    failure); preflight asks for the same permissions up front (stack/rbac.py)."""
+
+    def __init__(self, access: Access, message: str, what: str = ""):
+        # KubeError's fields, set here: its __init__ would call CheckFailure's through the MRO
+        self.status, self.reason, self.message, self.what = 403, "Forbidden", message, what
+        self.access, self.category = access, Category.PERMISSION
+        self.text = (f"forbidden: this identity may not {access} (RBAC); the shipped role deploy/rbac/verifier.yaml "
+                     f"grants what the checks need (API server: {message})")
+        Exception.__init__(self, f"{self.category.tag} {self.text}")
+
+
+def _status_body(body: Any) -> dict:
+    try:
+        data = json.loads(body) if body else {}
+    except (ValueError, TypeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _translate(e: Exception, what: str, server: str) -> KubeError:
     if isinstance(e, KubeError):
         return e
     if isinstance(e, ApiException):
         message, reason = e.reason or "", e.reason or ""
-        try:
-            body = json.loads(e.body) if e.body else {}
+        body = _status_body(e.body)
+        if body:
             message = body.get("message", message)
             reason = body.get("reason", reason)
-        except (ValueError, TypeError):
-            if e.body:
-                message = str(e.body)[:500]
+        elif e.body:
+            message = str(e.body)[:500]
         return KubeError(e.status or 0, reason, message, what)
     if isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, OSError)):
-        return ApiUnreachable(server, str(e).split(": ", 1)[-1][:300])
+        return ApiUnreachable(server, transport_cause(e))
     raise e
+
+
+def transport_cause(error: BaseException) -> str:
+    """The innermost cause of a transport failure ("[Errno 111] Connection refused"), not urllib3's wrapping of it
+    ("Max retries exceeded with url: ... (Caused by NewConnectionError(...))")."""
+    seen = error
+    while True:
+        inner = getattr(seen, "reason", None) if isinstance(seen, urllib3.exceptions.MaxRetryError) else None
+        inner = inner or seen.__cause__ or seen.__context__
+        if inner is None or inner is seen or not isinstance(inner, BaseException):
+            break
+        seen = inner
+    if isinstance(seen, OSError) and seen.strerror:
+        return f"[Errno {seen.errno}] {seen.strerror}"
+    return str(seen).split(": ", 1)[-1][:300]
+
+
+def _discovery_cache_file() -> str:
+    """A discovery cache of this process's own: the client's default file in the temp dir is shared by every process
+    on the machine (xdist workers, helm, other runs), and concurrent writers corrupt it."""
+    path = os.path.join(tempfile.gettempdir(), f"kstack-discovery-{os.getpid()}.json")
+    if path not in _CACHE_FILES:
+        _CACHE_FILES.append(path)
+    return path
+
+
+_CACHE_FILES: list[str] = []
+
+
+@atexit.register
+def _remove_cache_files() -> None:
+    for path in _CACHE_FILES:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 class Kube:
     """A cluster seen through one kubeconfig context."""
 
     def __init__(self, kubeconfig: str | Path | None = None, context: str | None = None,
-                 field_manager: str = FIELD_MANAGER):
+                 field_manager: str = FIELD_MANAGER, retries: retry.RetryLog | None = None):
         self.kubeconfig, self.context, self.field_manager = kubeconfig, context, field_manager
+        self.retries = retries if retries is not None else retry.RetryLog()
         try:
             self.api_client = k8s_config.new_client_from_config(
                 config_file=str(kubeconfig) if kubeconfig else None, context=context)
@@ -77,8 +164,14 @@ class Kube:
                             f"{f' context {context}' if context else ''}: {e}") from None
         self.server = self.api_client.configuration.host
         # Several watches run at once during a wait (a workload, its pods...): room for them in the pool.
-        self.api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 32
+        pool = self.api_client.rest_client.pool_manager
+        pool.connection_pool_kw["maxsize"] = 32
+        # urllib3 would retry a 429/503 with Retry-After on its own, inside our retries: Kube owns answer retries.
+        # (Its retries of a dropped keep-alive connection stay: they are transport, not answers. A refused connection
+        # is not retried there: Kube's own retries own it, so an unreachable server is retried, logged, once per try.)
+        pool.connection_pool_kw["retries"] = urllib3.Retry(3, connect=0, status=0, respect_retry_after_header=False)
         self._dynamic: DynamicClient | None = None
+        self._failing = False    # the last request failed transiently after its retries
         self._lock = threading.Lock()
         self.requests: Counter = Counter()   # (verb, kind) -> count, for benchmarks and tests
 
@@ -87,30 +180,43 @@ class Kube:
     def dynamic(self) -> DynamicClient:
         with self._lock:
             if self._dynamic is None:
-                self._dynamic = self._call("discovery", "", lambda: DynamicClient(self.api_client))
+                self._dynamic = self._call("discovery", "", lambda: DynamicClient(
+                    self.api_client, cache_file=_discovery_cache_file()))
             return self._dynamic
 
-    def _call(self, verb: str, what: str, fn, *, transient_retry: bool = True):
-        self.requests[(verb, what.split(" ")[0])] += 1
-
+    def _call(self, verb: str, what: str, fn, *, transient_retry: bool = True, deadline: Deadline | None = None,
+              access: Access | None = None):
         def attempt():
+            self.requests[(verb, what.split(" ")[0])] += 1
             try:
                 return fn()
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-                raise _translate(e, f"{verb} {what}".strip(), self.server) from None
+                raise self._refused(_translate(e, f"{verb} {what}".strip(), self.server), access) from None
 
         if not transient_retry:
             return attempt()
-        return retry.call(attempt, what=f"{verb} {what}", is_transient=retry.is_api_transient)
+        # While the API keeps failing (the last request used up its retries), try once: no wait multiplies an outage.
+        attempts = 1 if self._failing else API_ATTEMPTS
+        try:
+            result = retry.call(attempt, what=f"{verb} {what}", layer="api", is_transient=retry.is_api_transient,
+                                retries=self.retries, deadline=deadline, attempts=attempts, base=API_BACKOFF_BASE,
+                                cap=API_BACKOFF_CAP)
+        except KubeError as e:
+            self._failing = retry.is_api_transient(e) is not None
+            raise
+        self._failing = False
+        return result
 
     def resource(self, api_version: str, kind: str):
         """The dynamic resource for apiVersion/kind; rediscovers once, since a CRD may have just been established."""
+        dynamic = self.dynamic     # built (and retried) once, outside the lookup: no retry inside a retry
+
         def lookup():
-            return self._call("discovery", kind, lambda: self.dynamic.resources.get(api_version=api_version, kind=kind))
+            return self._call("discovery", kind, lambda: dynamic.resources.get(api_version=api_version, kind=kind))
         try:
             return lookup()
         except ResourceNotFoundError:
-            self.dynamic.resources.invalidate_cache()
+            dynamic.resources.invalidate_cache()
             try:
                 return lookup()
             except ResourceNotFoundError:
@@ -127,26 +233,57 @@ class Kube:
     def _ref(api_version: str, kind: str, name: str | None, namespace: str | None) -> str:
         return f"{kind.lower()} {namespace + '/' if namespace else ''}{name or ''}".strip()
 
+    def _refused(self, error: KubeError, access: Access | None) -> KubeError:
+        """A 403 is the authorizer's refusal only when the authorizer says so: admission (a webhook's denial, a quota,
+        a terminating namespace) answers 403 too. So ask it, per verb (an apply is a patch and maybe a create), and
+        name the verbs it refuses."""
+        if error.status != 403 or access is None or isinstance(error, Forbidden):
+            return error
+        refused = tuple(v for v in access.verbs if not self._may(v, access))
+        return Forbidden(dataclasses.replace(access, verbs=refused), error.message, error.what) if refused else error
+
+    def _may(self, verb: str, access: Access) -> bool:
+        """One SelfSubjectAccessReview, outside the retry layer (it explains an answer; it is not the request)."""
+        resource, _, sub = access.resource.partition("/")
+        attrs = {"verb": verb, "group": access.group, "resource": resource, "subresource": sub or None,
+                 "namespace": access.namespace, "name": access.name}
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {k: v for k, v in attrs.items() if v}}}
+        self.requests[("create", "selfsubjectaccessreviews")] += 1
+        try:
+            review = k8s_client.AuthorizationV1Api(self.api_client).create_self_subject_access_review(body)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError):
+            return False      # it may not even ask: the 403 is the authorizer's
+        return bool(review.status and review.status.allowed)
+
+    @staticmethod
+    def _access(res, *verbs: str, namespace: str | None = None, name: str | None = None) -> Access:
+        return Access(verbs, res.group or "", res.name, namespace if res.namespaced else None, name)
+
     # -- reads ----------------------------------------------------------------------------------------------------
     def server_version(self) -> dict:
         return self._call("get", "version", lambda: k8s_client.VersionApi(self.api_client).get_code().to_dict())
 
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+            deadline: Deadline | None = None) -> dict | None:
         res = self.resource(api_version, kind)
         try:
             return self._call("get", self._ref(api_version, kind, name, namespace),
-                              lambda: res.get(name=name, namespace=namespace).to_dict())
+                              lambda: res.get(name=name, namespace=namespace).to_dict(), deadline=deadline,
+                              access=self._access(res, "get", namespace=namespace, name=name))
         except KubeError as e:
             if e.status == 404:
                 return None
             raise
 
     def list(self, api_version: str, kind: str, namespace: str | None = None,
-             label_selector: str | None = None, field_selector: str | None = None) -> tuple[list[dict], str]:
+             label_selector: str | None = None, field_selector: str | None = None, *,
+             deadline: Deadline | None = None) -> tuple[list[dict], str]:
         """Items and the list's resourceVersion (to watch from)."""
         res = self.resource(api_version, kind)
         out = self._call("list", f"{kind.lower()} {namespace or ''}", lambda: res.get(
-            namespace=namespace, label_selector=label_selector, field_selector=field_selector).to_dict())
+            namespace=namespace, label_selector=label_selector, field_selector=field_selector).to_dict(),
+            deadline=deadline, access=self._access(res, "list", namespace=namespace))
         return out.get("items", []), out.get("metadata", {}).get("resourceVersion", "")
 
     def watch(self, api_version: str, kind: str, namespace: str | None, resource_version: str,
@@ -162,18 +299,20 @@ class Kube:
                                             timeout=timeout, allow_watch_bookmarks=True, watcher=watcher):
                 yield event["type"], event["raw_object"]
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-            raise _translate(e, f"watch {kind.lower()}", self.server) from None
+            raise self._refused(_translate(e, f"watch {kind.lower()}", self.server),
+                                self._access(res, "watch", namespace=namespace)) from None
 
     def pod_log(self, namespace: str, pod: str, container: str, previous: bool = False, tail: int = 200) -> str:
         core = k8s_client.CoreV1Api(self.api_client)
         try:
             return self._call("get", f"pods/log {namespace}/{pod}", lambda: core.read_namespaced_pod_log(
-                pod, namespace, container=container, previous=previous, tail_lines=tail), transient_retry=False)
+                pod, namespace, container=container, previous=previous, tail_lines=tail), transient_retry=False,
+                access=Access(("get",), "", "pods/log", namespace, pod))
         except KubeError as e:
             return f"(no {'previous ' if previous else ''}log: {e.message})"
 
     # -- writes ---------------------------------------------------------------------------------------------------
-    def apply(self, obj: dict, *, dry_run: bool = False, force: bool = True) -> dict:
+    def apply(self, obj: dict, *, dry_run: bool = False, force: bool = True, deadline: Deadline | None = None) -> dict:
         """Server-side apply under the suite's field manager (large CRDs need it: no last-applied annotation)."""
         meta = obj["metadata"]
         res = self.resource(obj["apiVersion"], obj["kind"])
@@ -182,29 +321,36 @@ class Kube:
                               body=obj, name=meta["name"], namespace=meta.get("namespace"),
                               field_manager=self.field_manager, force_conflicts=force,
                               dry_run="All" if dry_run else None).to_dict(),
-                          transient_retry=not dry_run)
+                          deadline=deadline,   # an apply is idempotent, a dry run persists nothing
+                          access=self._access(res, "patch", "create", namespace=meta.get("namespace"),
+                                              name=meta["name"]))
 
-    def create(self, obj: dict, *, dry_run: bool = False) -> dict:
+    def create(self, obj: dict, *, dry_run: bool = False, deadline: Deadline | None = None) -> dict:
         meta = obj["metadata"]
         res = self.resource(obj["apiVersion"], obj["kind"])
         return self._call("create", self._ref(obj["apiVersion"], obj["kind"], meta.get("name") or meta.get("generateName"),
                                               meta.get("namespace")),
                           lambda: res.create(body=obj, namespace=meta.get("namespace"),
                                              dry_run="All" if dry_run else None).to_dict(),
-                          transient_retry=dry_run)   # a dry run persists nothing, so it is safe to repeat
+                          transient_retry=dry_run, deadline=deadline,   # a dry run persists nothing: safe to repeat
+                          access=self._access(res, "create", namespace=meta.get("namespace")))
 
-    def merge_patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict) -> dict:
+    def merge_patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict, *,
+                    deadline: Deadline | None = None) -> dict:
         res = self.resource(api_version, kind)
         return self._call("patch", self._ref(api_version, kind, name, namespace),
                           lambda: res.patch(body=patch, name=name, namespace=namespace,
-                                            content_type="application/merge-patch+json").to_dict())
+                                            content_type="application/merge-patch+json").to_dict(), deadline=deadline,
+                          access=self._access(res, "patch", namespace=namespace, name=name))
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+               deadline: Deadline | None = None) -> bool:
         """Delete; False when it was already gone."""
         res = self.resource(api_version, kind)
         try:
             self._call("delete", self._ref(api_version, kind, name, namespace),
-                       lambda: res.delete(name=name, namespace=namespace, propagation_policy="Background"))
+                       lambda: res.delete(name=name, namespace=namespace, propagation_policy="Background"),
+                       deadline=deadline, access=self._access(res, "delete", namespace=namespace, name=name))
             return True
         except KubeError as e:
             if e.status == 404:
@@ -222,8 +368,17 @@ class Kube:
         try:
             resp = self.api_client.rest_client.request(
                 method, self.server + url, headers=headers, body=body, _request_timeout=timeout)
-            return resp.status, (resp.read() or b"").decode("utf-8", "replace")
+            text = (resp.read() or b"").decode("utf-8", "replace")
         except ApiException as e:   # raised for transport failures (status 0)
             raise ApiUnreachable(self.server, str(e.reason)) from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise ApiUnreachable(self.server, str(e)) from None
+        if resp.status == 403:   # the authorizer's refusal, or the answer of the service behind the proxy
+            verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+                method.upper(), method.lower())
+            error = self._refused(KubeError(403, "Forbidden", _status_body(text).get("message", text[:300]),
+                                            f"{method} {url}"),
+                                  Access((verb,), "", "services/proxy", namespace, f"{service}:{port}"))
+            if isinstance(error, Forbidden):
+                raise error
+        return resp.status, text

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import jsonschema
 import yaml
@@ -91,10 +91,26 @@ def _validate_semantics(data: dict, path: Path | None) -> None:
             raise ProfileError("needs helm releases or manifests", path, f"components.{name}.install")
     if "kserve" in components and "iris" not in data:
         raise ProfileError("a profile with kserve needs the 'iris' check settings", path, "iris")
+    # Install gates name webhook configurations; their Services come from the inventory, so each must be there.
+    known = {w["name"] for comp in components.values() for w in comp["inventory"].get("webhooks", [])}
+    for name, comp in components.items():
+        steps = [("manifests", i, m) for i, m in enumerate(comp["install"].get("manifests", []))] + \
+                [("patches", i, p) for i, p in enumerate(comp["install"].get("patches", []))]
+        for key, index, step in steps:
+            unknown = [w for w in step.get("needs_webhooks") or [] if w not in known]
+            if unknown:
+                raise ProfileError(f"needs_webhooks names {', '.join(unknown)}, which no component's inventory "
+                                   "webhooks list", path, f"components.{name}.install.{key}.{index}.needs_webhooks")
 
 
 def _minor(version: str) -> int:
     return int(version.split(".")[1])
+
+
+class WorkloadRef(NamedTuple):
+    kind: str          # Deployment | DaemonSet
+    namespace: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,13 @@ class Component:
     @property
     def inventory(self) -> dict:
         return self.data["inventory"]
+
+    @property
+    def workloads(self) -> list[WorkloadRef]:
+        """The inventory's Deployments, then its DaemonSets."""
+        inv = self.inventory
+        return [WorkloadRef("Deployment", w["namespace"], w["name"]) for w in inv.get("deployments", [])] + \
+               [WorkloadRef("DaemonSet", w["namespace"], w["name"]) for w in inv.get("daemonsets", [])]
 
     @property
     def helm_releases(self) -> list[dict]:

@@ -1,18 +1,30 @@
-"""Readiness of Kubernetes objects, as Status values (done / terminal / a sentence about what is seen).
+"""Readiness of single Kubernetes objects, as Status values (done / terminal / a sentence about what is seen).
 
-Installers gate on these and suites assert them, through stack.wait.wait_for.
+The checks of stack/checks.py are built from these; installers gate on those checks and suites assert them.
 """
 from __future__ import annotations
 
 import base64
 import fnmatch
-from typing import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from stack.wait import Snapshot, Source, Status
+from stack.failures import WAITING_REASON_CATEGORY, Category
+from stack.snapshot import Persisting, Status
 
 # Container states that do not resolve by waiting: fail fast on them.
-TERMINAL_WAITING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
+TERMINAL_WAITING = {"InvalidImageName", "ErrImageNeverPull", "CrashLoopBackOff",
                     "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+
+# Image pulls the kubelet retries (stack-facts-2.md §3, pkg/kubelet/images/image_manager.go): the sync that pulled
+# and failed shows ErrImagePull (or RegistryUnavailable), the syncs inside the back-off (10 s, 20 s, 40 s ... 300 s)
+# ImagePullBackOff, and a retry may succeed. So one observation is not final: terminal after PULL_FAILED_ATTEMPTS
+# failed pulls (the retries after more than one back-off step failed too), or after a pull failure was seen without
+# a break for PULL_FAILURE_WINDOW_SECONDS (status writes can coalesce; longer than the first two back-off steps).
+PULL_FAILED_ATTEMPT = {"ErrImagePull", "RegistryUnavailable"}
+PULL_BACKING_OFF = {"ImagePullBackOff"}
+PULL_FAILED_ATTEMPTS = 3
+PULL_FAILURE_WINDOW_SECONDS = 60.0
 
 
 def condition(obj: dict | None, type_: str) -> dict | None:
@@ -36,12 +48,22 @@ def _cond_text(obj: dict | None, type_: str) -> str:
 
 
 # -- pods ------------------------------------------------------------------------------------------------------------
-def pod_problems(pod: dict) -> tuple[list[str], str | None]:
-    """Sentences about a pod's unhealthy containers, and the terminal one if any."""
-    problems, terminal = [], None
+class PodHealth(NamedTuple):
+    problems: list[str]              # sentences about unhealthy containers
+    terminal: str | None             # the first problem that waiting cannot fix
+    category: Category | None        # what kind of problem the terminal one is (else a persisting one)
+    looping: list[str]               # containers restarting in a loop
+    persisting: list[Persisting]     # states terminal only if they persist (image pulls the kubelet retries)
+
+
+def pod_problems(pod: dict) -> PodHealth:
+    """Sentences about a pod's unhealthy containers, the terminal one if any, and the states terminal only if they
+    persist."""
+    problems, terminal, category, looping, persisting = [], None, None, [], []
     spec_images = {c["name"]: c.get("image", "") for c in (pod.get("spec") or {}).get("containers", []) +
                    (pod.get("spec") or {}).get("initContainers", [])}
-    status = pod.get("status") or {}
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    pod_key = meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}"
     for kind, statuses in (("init container", status.get("initContainerStatuses") or []),
                            ("container", status.get("containerStatuses") or [])):
         for cs in statuses:
@@ -52,27 +74,44 @@ def pod_problems(pod: dict) -> tuple[list[str], str | None]:
                 reason = state["waiting"]["reason"]
                 text = f"{kind} {name} {reason} ({image})"
                 problems.append(text)
-                if reason in TERMINAL_WAITING:
-                    terminal = terminal or text
+                if reason in TERMINAL_WAITING and terminal is None:
+                    terminal, category = text, WAITING_REASON_CATEGORY.get(reason, Category.NOT_READY)
+                elif reason in PULL_FAILED_ATTEMPT or reason in PULL_BACKING_OFF:
+                    persisting.append(Persisting(f"{pod_key}/{name}", f"image pull of {kind} {name}",
+                                                 reason in PULL_FAILED_ATTEMPT, PULL_FAILED_ATTEMPTS,
+                                                 PULL_FAILURE_WINDOW_SECONDS, Category.IMAGE_PULL))
+                if reason == "CrashLoopBackOff" and kind == "container":
+                    looping.append(text)
             elif kind == "init container" and "terminated" in state and state["terminated"].get("exitCode", 0) != 0:
                 text = f"init container {name} failed: {state['terminated'].get('reason', 'Error')} " \
                        f"exit {state['terminated'].get('exitCode')} ({image})"
                 problems.append(text)
-                terminal = terminal or text
+                if terminal is None:
+                    terminal, category = text, Category.CRASH_LOOP
             elif kind == "container" and not cs.get("ready"):
                 problems.append(f"container {name} not ready")
             if cs.get("restartCount", 0) >= 3 and kind == "container":
                 problems.append(f"container {name} restarted {cs['restartCount']} times")
-    return problems, terminal
+                looping.append(f"container {name} restarted {cs['restartCount']} times")
+    if terminal is None and persisting:
+        category = persisting[0].category
+    return PodHealth(problems, terminal, category, looping, persisting)
 
 
-def pods_summary(pods: list[dict]) -> tuple[str, str | None]:
-    problems, terminal = [], None
+def pods_summary(pods: list[dict]) -> PodHealth:
+    """The pods' combined health: their distinct problems, the first terminal one (its category, else that of a
+    persisting state), loops and persisting states."""
+    problems, terminal, category, looping, persisting = [], None, None, [], []
     for pod in pods:
-        p, t = pod_problems(pod)
-        problems += p
-        terminal = terminal or t
-    return "; ".join(dict.fromkeys(problems)), terminal
+        health = pod_problems(pod)
+        problems += health.problems
+        looping += health.looping
+        persisting += health.persisting
+        if terminal is None and health.terminal:
+            terminal, category = health.terminal, health.category
+    if terminal is None and persisting:
+        category = persisting[0].category
+    return PodHealth(list(dict.fromkeys(problems)), terminal, category, looping, persisting)
 
 
 # -- workloads -------------------------------------------------------------------------------------------------------
@@ -87,15 +126,23 @@ def deployment_status(dep: dict | None, pods: list[dict], ref: str) -> Status:
     done = (gen_ok and ready == want and st.get("availableReplicas", 0) == want
             and st.get("updatedReplicas", 0) == want and not st.get("unavailableReplicas")
             and (want == 0 or condition_true(dep, "Available")))
-    problems, terminal = pods_summary(pods)
+    health = pods_summary(pods)
     text = f"deployment {ref}: {ready}/{want} ready"
     if not gen_ok:
         text += " (status not yet observed for the current generation)"
-    if problems:
-        text += f"; {problems}"
+    if health.problems:
+        text += f"; {'; '.join(health.problems)}"
     elif not done and not pods:
         text += "; no pods yet"
-    return Status(done, text, None if done else (f"{text}" if terminal else None))
+    return _workload_status(done, text, health)
+
+
+def _workload_status(done: bool, text: str, health: PodHealth) -> Status:
+    """A workload's Status: terminal (the whole sentence) when a pod is, and the pods' persisting states."""
+    if done:
+        return Status(True, text)
+    return Status(False, text, text if health.terminal else None, health.category or Category.NOT_READY,
+                  health.persisting)
 
 
 def daemonset_status(ds: dict | None, pods: list[dict], ref: str) -> Status:
@@ -106,46 +153,45 @@ def daemonset_status(ds: dict | None, pods: list[dict], ref: str) -> Status:
     ready = st.get("numberReady", 0)
     gen_ok = st.get("observedGeneration", 0) >= ds["metadata"].get("generation", 0)
     done = gen_ok and ready == desired and st.get("updatedNumberScheduled", 0) == desired
-    problems, terminal = pods_summary(pods)
-    text = f"daemonset {ref}: {ready}/{desired} ready" + (f"; {problems}" if problems else "")
-    return Status(done, text, None if done else (text if terminal else None))
+    health = pods_summary(pods)
+    text = f"daemonset {ref}: {ready}/{desired} ready" + (f"; {'; '.join(health.problems)}" if health.problems else "")
+    return _workload_status(done, text, health)
 
 
-def workload_sources(namespace: str) -> list[Source]:
-    """What a workloads wait watches in one namespace: Deployments, DaemonSets and Pods."""
-    return [Source("apps/v1", "Deployment", namespace), Source("apps/v1", "DaemonSet", namespace),
-            Source("v1", "Pod", namespace)]
-
-
-def workloads_check(workloads: list[tuple[str, str, str]]) -> Callable[[Snapshot], Status]:
-    """A check over workload_sources(ns) for (kind, namespace, name) items of one namespace."""
-
-    def check(snap: Snapshot) -> Status:
-        by_kind = {"Deployment": {_ref(o): o for o in snap.items(0)}, "DaemonSet": {_ref(o): o for o in snap.items(1)}}
-        pods = snap.items(2)
-        statuses = []
-        for kind, ns, name in workloads:
-            obj = by_kind[kind].get(f"{ns}/{name}")
-            owned = [p for p in pods if _selected(obj, p)] if obj else []
-            fn = deployment_status if kind == "Deployment" else daemonset_status
-            statuses.append(fn(obj, owned, f"{ns}/{name}"))
-        pending = [s for s in statuses if not s.done]
-        if not pending:
-            return Status(True, "; ".join(s.observed for s in statuses))
-        terminal = next((s.terminal for s in pending if s.terminal), None)
-        return Status(False, " | ".join(s.observed for s in pending), terminal)
-
-    return check
-
-
-def _ref(obj: dict) -> str:
-    return f"{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
-
-
-def _selected(workload: dict, pod: dict) -> bool:
+def selects(workload: dict, pod: dict) -> bool:
+    """Whether the workload's selector (matchLabels) selects this pod."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     want = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     return bool(want) and all(labels.get(k) == v for k, v in want.items())
+
+
+@dataclass
+class ContainerImage:
+    """What one container of a workload runs: the images of its Pods, or (no pod yet) its template's."""
+    container: str
+    images: list[str]                # distinct, in pod order (more than one during a rollout)
+    digests: list[str]               # sha256:... from the Pods' imageIDs, where the kubelet reported one
+    source: str                      # "pods" | "template"
+
+
+def workload_images(workload: dict, pods: list[dict]) -> list[ContainerImage]:
+    """Per template container, the images its Pods run. Pods are the truth: a template may say `image: auto` (Istio's
+    gateway chart), which istiod's sidecar injector replaces on the Pods only. The Pod's spec image is used, not the
+    runtime's status image, which is normalised (kserve/x -> docker.io/kserve/x) and so differs from the pin."""
+    owned = [p for p in pods if selects(workload, p)]
+    out = []
+    for c in ((workload.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []:
+        name = c["name"]
+        images = list(dict.fromkeys(pc.get("image", "") for p in owned for pc in (p.get("spec") or {}).get("containers")
+                                    or [] if pc.get("name") == name))
+        digests = list(dict.fromkeys(
+            cs["imageID"].rpartition("@")[2] for p in owned for cs in (p.get("status") or {}).get("containerStatuses")
+            or [] if cs.get("name") == name and "@" in (cs.get("imageID") or "")))
+        if images:
+            out.append(ContainerImage(name, images, digests, "pods"))
+        else:
+            out.append(ContainerImage(name, [c.get("image", "")], [], "template"))
+    return out
 
 
 def image_matches(expected: str, actual: str) -> bool:
@@ -174,6 +220,31 @@ def certificate_status(cert: dict | None, ref: str) -> Status:
         >= cert["metadata"].get("generation", 0)
     done = condition_true(cert, "Ready") and gen_ok
     return Status(done, f"certificate {ref}: {_cond_text(cert, 'Ready')}")
+
+
+def issuer_status(issuer: dict | None, kind: str, ref: str) -> Status:
+    """A cert-manager Issuer or ClusterIssuer: Ready."""
+    if issuer is None:
+        return Status(False, f"{kind.lower()} {ref} absent")
+    return Status(condition_true(issuer, "Ready"), f"{kind.lower()} {ref}: {_cond_text(issuer, 'Ready')}")
+
+
+def inference_service_status(isvc: dict | None, pods: list[dict], ref: str) -> Status:
+    """Ready, PredictorReady and IngressReady with a URL; terminal when its pods are (image pull, crash loop)."""
+    if isvc is None:
+        return Status(False, f"inferenceservice {ref} absent")
+    conds = {t: condition_true(isvc, t) for t in ("PredictorReady", "IngressReady", "Ready")}
+    done = all(conds.values()) and bool((isvc.get("status") or {}).get("url"))
+    details = [c for c in (isvc.get("status") or {}).get("conditions", []) if c.get("status") != "True"]
+    text = f"inferenceservice {ref}: " + ", ".join(f"{k}={v}" for k, v in conds.items())
+    if details:
+        text += "; " + "; ".join(f"{c['type']}: {c.get('reason', '')} {c.get('message', '')}".strip() for c in details)
+    health = pods_summary(pods)
+    if health.problems:
+        text += f"; pods: {'; '.join(health.problems)}"
+    if done:
+        return Status(True, text)
+    return Status(False, text, text if health.terminal else None, health.category, health.persisting)
 
 
 def endpoints_status(ep: dict | None, ref: str) -> Status:
