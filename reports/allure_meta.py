@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from stack.provenance import ci_run
+from stack.record import RunRecord
 from stack.redact import scrub
 
 from reports.categories import write_categories as _write_categories
@@ -59,34 +61,30 @@ def properties_text(pairs: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def environment_pairs(run: Mapping[str, Any] | None) -> dict[str, str]:
+def environment_pairs(run: RunRecord | None) -> dict[str, str]:
     """Key/value pairs for environment.properties, in a stable order."""
-    run = run or {}
-    cluster = run.get("cluster") or {}
     pairs: dict[str, str] = {}
-    pairs["SIMULATED"] = "true" if run.get("simulated") else "false"
-    pairs["Profile"] = str(run.get("profile") or "unknown")
-    pairs["Provider"] = str(cluster.get("provider") or "unknown")
-    pairs["Kubernetes.server"] = str(cluster.get("server_version") or "unknown")
-    pairs["Kubernetes.node_image"] = str(cluster.get("node_image") or "unknown")
-    if cluster.get("context"):
-        pairs["Kubernetes.context"] = str(cluster["context"])
-    profile_versions = run.get("versions") or {}
-    running = run.get("running_versions") or {}
+    pairs["SIMULATED"] = "true" if run and run.simulated else "false"
+    pairs["Profile"] = str(run.profile if run else "unknown")
+    cluster = run.cluster if run else None
+    pairs["Provider"] = str((cluster and cluster.provider) or "unknown")
+    pairs["Kubernetes.server"] = str((cluster and cluster.server_version) or "unknown")
+    pairs["Kubernetes.node_image"] = str((cluster and cluster.node_image) or "unknown")
+    if cluster and cluster.context:
+        pairs["Kubernetes.context"] = str(cluster.context)
+    profile_versions = run.versions if run else {}
+    running = run.running_versions if run else {}
     for component in sorted(set(profile_versions) | set(running)):
         pairs[f"{component}.version"] = str(running.get(component) or "unreadable")
         pairs[f"{component}.profile_version"] = str(profile_versions.get(component) or "not in profile")
-    for image in sorted(run.get("images") or [], key=lambda i: (
-            str(i.get("component")), str(i.get("namespace")), str(i.get("workload")), str(i.get("container")))):
-        key = "image.{}/{}/{}".format(image.get("namespace") or image.get("component") or "?",
-                                      image.get("workload") or "?", image.get("container") or "?")
-        ref = str(image.get("image") or "?")
-        digest = image.get("digest")
-        pairs[key] = f"{ref}@{digest}" if digest and "@" not in ref else ref
+    for image in sorted(run.images if run else [], key=lambda i: (i.component, i.namespace, i.workload, i.container)):
+        key = f"image.{image.namespace or image.component}/{image.workload}/{image.container}"
+        ref = str(image.image)
+        pairs[key] = f"{ref}@{image.digest}" if image.digest and "@" not in ref else ref
     return pairs
 
 
-def write_environment(results_dir: str | Path, run: Mapping[str, Any] | None) -> Path:
+def write_environment(results_dir: str | Path, run: RunRecord | None) -> Path:
     path = Path(results_dir) / "environment.properties"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(properties_text(environment_pairs(run)), encoding="ascii")
@@ -102,15 +100,11 @@ def executor_info(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if env.get("GITHUB_ACTIONS") == "true" or env.get("GITHUB_RUN_ID"):
         server = (env.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/")
         repo = env.get("GITHUB_REPOSITORY") or ""
-        run_id = env.get("GITHUB_RUN_ID") or ""
         run_number = env.get("GITHUB_RUN_NUMBER") or ""
-        attempt = env.get("GITHUB_RUN_ATTEMPT") or ""
         workflow = env.get("GITHUB_WORKFLOW") or "workflow"
         job = env.get("GITHUB_JOB") or ""
         repo_url = f"{server}/{repo}" if repo else server
-        build_url = f"{repo_url}/actions/runs/{run_id}" if run_id else f"{repo_url}/actions"
-        if attempt and attempt != "1" and run_id:
-            build_url += f"/attempts/{attempt}"
+        build_url = ci_run(env).ci_url or f"{repo_url}/actions"     # the run record's CI URL, the same link
         build_name = f"{workflow} #{run_number}" if run_number else workflow
         if job:
             build_name += f" ({job})"

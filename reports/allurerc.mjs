@@ -5,11 +5,16 @@
 // History: build_html.py --history FILE sets KSTACK_ALLURE_HISTORY; Allure reads that JSONL file for trends and appends
 // this report's entry to it (historyLimit keeps the last nights).
 const historyPath = process.env.KSTACK_ALLURE_HISTORY;
+// Categories: Allure 3's awesome report reads them from this config only (categories.json in the results is kept
+// for Allure 2 readers). build_html.py passes the suite's one rule list (reports/categories.py) as JSON, in the
+// Allure-2-style keys Allure 3 accepts on a rule (name, matchedStatuses, messageRegex).
+const categories = process.env.KSTACK_ALLURE_CATEGORIES ? JSON.parse(process.env.KSTACK_ALLURE_CATEGORIES) : null;
 
 export default {
   name: "KServe stack conformance",
   output: "./allure-report",
   ...(historyPath ? { historyPath, historyLimit: 60 } : {}),
+  ...(categories ? { categories: { rules: categories } } : {}),
   plugins: {
     awesome: {
       options: {

@@ -17,6 +17,7 @@ build fails if any external script or stylesheet reference is left.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -25,11 +26,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from reports.categories import categories
+
 REPORTS = Path(__file__).resolve().parent
 DEFAULT_RESULTS = REPORTS / "allure-results"
 DEFAULT_OUT = REPORTS / "allure-report"
 CONFIG = REPORTS / "allurerc.mjs"
 HISTORY_ENV = "KSTACK_ALLURE_HISTORY"   # read by allurerc.mjs as its historyPath
+CATEGORIES_ENV = "KSTACK_ALLURE_CATEGORIES"   # read by allurerc.mjs as its categories (JSON)
 ALLURE_BIN = REPORTS / "node_modules" / ".bin" / "allure"
 
 _ANALYTICS = (
@@ -87,10 +91,15 @@ def build(results_dirs: Path | Sequence[Path] = DEFAULT_RESULTS, out_dir: Path =
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing or not dirs:
         raise BuildError(f"no allure results at {', '.join(missing) or '(no folder given)'}")
+    empty = [str(d) for d in dirs if not any(d.glob("*-result.json"))]
+    if empty:   # a report of nothing would look like a run that had nothing to say
+        raise BuildError(f"no test results in {', '.join(empty)} (no *-result.json): the run stopped before any "
+                         "test ran; see its sign-off (reports/out/signoff.md) for why, or run the suite first")
     ensure_installed()
     if out_dir.exists():
         shutil.rmtree(out_dir)
     env = _env()
+    env[CATEGORIES_ENV] = json.dumps(categories())
     if history is not None:
         history = Path(history).resolve()
         history.parent.mkdir(parents=True, exist_ok=True)

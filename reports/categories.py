@@ -1,24 +1,28 @@
 """Allure failure categories for the KServe-stack suite, and the same classification in Python.
 
-Failure messages are sentences about the stack, written to these conventions (the first category that matches wins,
-so the order below is the precedence):
+A failure raised by a check carries its category as a structured fact (stack/failures.py): the exception's message
+starts with the category's tag ("[image-pull] kserve ready: ..."), the sign-off reads the category from the run
+record (kstack-failures-*.jsonl), and each category below matches its own tag first. Only a message WITHOUT a tag (a
+foreign exception: an API error, a bug, pytest.fail) falls back to the text rules, in this order (the first match
+wins):
 
 1. Infrastructure             "Docker daemon ...", "kind cluster ...", "API server unreachable", "cluster unreachable",
                               "connection refused" together with "API server"
 2. Image pull                 "ImagePullBackOff", "ErrImagePull", "InvalidImageName"
 3. Webhook/TLS not ready      "x509", "certificate signed by unknown authority", "caBundle", "failed calling webhook",
-                              "no endpoints available", "webhook not admitting" (not when the message is about a
-                              manifest download: a TLS error on a download is an install failure)
-4. Install failure            starts with "install failed" (after pytest's "Failed: "), "install of <component> failed", "helm", "manifest download"
-5. Component not ready        "CrashLoopBackOff", "not ready", "not Available", "0/N ready", "NotReady",
-                              "not Established"
-6. Timeout                    "timed out", "deadline"
-7. Product defect (wrong result)  any other failed test (an AssertionError: wrong prediction, wrong SANs, missing CRD,
-                              a request denied or admitted wrongly)
-8. Test defect                any other broken test (an unexpected exception in the test or a fixture)
-
-Image pull and Webhook/TLS come before Component not ready and Timeout, so that "timed out after 300s waiting for
-deployment kserve/kserve-controller-manager; last observed: ImagePullBackOff" is an image-pull problem.
+                              "no endpoints available", "not admitting" (not when the message is about a download:
+                              a TLS error on a download is an install failure)
+4. Install failure            starts with "install failed" (after pytest's "Failed: "), "helm", "cannot download"
+5. Crash loop                 "CrashLoopBackOff"
+6. CRD missing or not Established   "no matches for kind", "CRD ... not Established"
+7. Permission denied (RBAC)   (tag only: a 403 of the API server, with the verb and resource it refused)
+8. Certificate issuance       (tag only)
+9. InferenceService or prediction   (tag only)
+10. Component not ready       "not ready", "not Available", "0/N ready", "NotReady"
+11. Timeout                   "timed out", "deadline"
+12. Product defect (wrong result)  any other failed test (an AssertionError: wrong prediction, wrong SANs, a request
+                              denied or admitted wrongly)
+13. Test defect               any other broken test (an unexpected exception in the test or a fixture)
 
 The regexes are written for three engines at once: Allure 2 (Java, `Pattern.matches`: the whole message must match),
 Allure 3 (JavaScript, `RegExp.test`: a search) and Python (`classify`). Hence `[\\s\\S]*` on both sides instead of
@@ -30,74 +34,48 @@ import json
 import re
 from pathlib import Path
 
+from stack.failures import Category
+
 _ANY = r"[\s\S]*"
 FAILURE_STATUSES = ["failed", "broken"]
+# Allure's message is the exception's `exconly()`: "Failed: ...", "AssertionError: ...", "pkg.mod.Class: ...".
+_PREFIX = r"(?:[\w.]+: )?"
+_UNTAGGED = rf"^(?!{_PREFIX}\[[a-z-]+\])"
 
 
 def _contains(*alternatives: str) -> str:
     return f"{_ANY}(?:{'|'.join(alternatives)}){_ANY}"
 
 
+def _rule(category: Category, fallback: str | None = None) -> str:
+    """The category's own tag, or (in a message without any tag) the fallback text rule."""
+    tagged = rf"^{_PREFIX}{re.escape(category.tag)}{_ANY}"
+    return tagged if fallback is None else f"(?:{tagged}|{_UNTAGGED}{fallback})"
+
+
 # name, statuses, message regex (None: any message)
 _RULES: tuple[tuple[str, list[str], str | None], ...] = (
-    (
-        "Infrastructure",
-        FAILURE_STATUSES,
-        _contains(
-            r"Docker daemon",
-            r"\bkind cluster",
-            r"API server unreachable",
-            r"[Cc]luster unreachable",
-            r"[Cc]onnection refused[\s\S]*API server",
-            r"API server[\s\S]*[Cc]onnection refused",
-        ),
-    ),
-    (
-        "Image pull",
-        FAILURE_STATUSES,
-        _contains(r"ImagePullBackOff", r"ErrImagePull", r"InvalidImageName"),
-    ),
-    (
-        "Webhook/TLS not ready",
-        FAILURE_STATUSES,
-        # A TLS error while downloading a release manifest is an install problem, not the webhook's.
-        r"^(?![\s\S]*manifest download)"
-        + _contains(
-            r"x509",
-            r"certificate signed by unknown authority",
-            r"caBundle",
-            r"failed calling webhook",
-            r"no endpoints available",
-            r"webhook not admitting",
-        ),
-    ),
-    (
-        "Install failure",
-        FAILURE_STATUSES,
-        # pytest.fail() messages reach Allure as "Failed: <message>".
-        r"^(?:(?:Failed: )?[Ii]nstall failed" + _ANY + r"|" + _contains(
-            r"install of \S+ failed",
-            r"\b[Hh]elm\b",
-            r"manifest download",
-        ) + ")",
-    ),
-    (
-        "Component not ready",
-        FAILURE_STATUSES,
-        _contains(
-            r"CrashLoopBackOff",
-            r"\b[Nn]ot [Rr]eady\b",
-            r"\bnot Available\b",
-            r"\b0/\d+ ready\b",
-            r"\bNotReady\b",
-            r"\bnot Established\b",
-        ),
-    ),
-    (
-        "Timeout",
-        FAILURE_STATUSES,
-        _contains(r"[Tt]imed out", r"[Dd]eadline"),
-    ),
+    (Category.INFRASTRUCTURE.title, FAILURE_STATUSES, _rule(Category.INFRASTRUCTURE, _contains(
+        r"Docker daemon", r"\bkind cluster", r"API server unreachable", r"[Cc]luster unreachable",
+        r"[Cc]onnection refused[\s\S]*API server", r"API server[\s\S]*[Cc]onnection refused"))),
+    (Category.IMAGE_PULL.title, FAILURE_STATUSES, _rule(Category.IMAGE_PULL, _contains(
+        r"ImagePullBackOff", r"ErrImagePull", r"InvalidImageName"))),
+    (Category.WEBHOOK_TLS.title, FAILURE_STATUSES, _rule(Category.WEBHOOK_TLS, r"(?![\s\S]*cannot download)" + _contains(
+        r"x509", r"certificate signed by unknown authority", r"caBundle", r"failed calling webhook",
+        r"no endpoints available", r"not admitting"))),
+    (Category.INSTALL.title, FAILURE_STATUSES, _rule(Category.INSTALL, r"(?:(?:Failed: )?[Ii]nstall failed" + _ANY
+                                                     + "|" + _contains(r"\b[Hh]elm\b", r"cannot download") + ")")),
+    (Category.CRASH_LOOP.title, FAILURE_STATUSES, _rule(Category.CRASH_LOOP, _contains(r"CrashLoopBackOff"))),
+    # A TLS error while downloading a release manifest is an install problem, not the webhook's.
+    (Category.CRD.title, FAILURE_STATUSES, _rule(Category.CRD, _contains(
+        r"no matches for kind", r"CRD [\s\S]*not Established"))),
+    (Category.PERMISSION.title, FAILURE_STATUSES, _rule(Category.PERMISSION)),
+    (Category.CERTIFICATE.title, FAILURE_STATUSES, _rule(Category.CERTIFICATE)),
+    (Category.PREDICT.title, FAILURE_STATUSES, _rule(Category.PREDICT)),
+    # pytest.fail() messages reach Allure as "Failed: <message>".
+    (Category.NOT_READY.title, FAILURE_STATUSES, _rule(Category.NOT_READY, _contains(
+        r"\b[Nn]ot [Rr]eady\b", r"\bnot Available\b", r"\b0/\d+ ready\b", r"\bNotReady\b"))),
+    ("Timeout", FAILURE_STATUSES, _UNTAGGED + _contains(r"[Tt]imed out", r"[Dd]eadline")),
     ("Product defect (wrong result)", ["failed"], None),
     ("Test defect", ["broken"], None),
 )
@@ -127,6 +105,14 @@ def classify(status: str, message: str | None) -> str | None:
         if regex is None or regex.fullmatch(message):
             return name
     return None
+
+
+def title(category: str | None) -> str | None:
+    """The Allure category name of a structured category value ("image-pull" -> "Image pull")."""
+    try:
+        return Category(category).title if category else None
+    except ValueError:
+        return None
 
 
 def write_categories(results_dir: str | Path) -> Path:

@@ -140,7 +140,7 @@ def _notes(m: Matrix) -> list[str]:
     for col in m.columns:
         if col.run.problem:
             out.append(f"{col.run.name}: INCOMPLETE: {col.run.problem}")
-        for criterion, c in zip(m.criteria, col.cells):
+        for criterion, c in zip(m.criteria, col.cells, strict=True):
             if c.status == NOT_RUN and c.note:
                 out.append(f"{col.run.name} {criterion.id}: NOT RUN: {c.note}")
             elif c.status == FAIL and not c.test and c.note:
@@ -239,7 +239,7 @@ def to_json(m: Matrix) -> dict:
             "name": col.run.name,
             "verdict": col.verdict,
             "run": {**asdict(col.run), "source": str(col.run.source)},
-            "cells": {c.id: asdict(x) for c, x in zip(m.criteria, col.cells)},
+            "cells": {c.id: asdict(x) for c, x in zip(m.criteria, col.cells, strict=True)},
         } for col in m.columns],
     }
 

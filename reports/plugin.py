@@ -7,7 +7,8 @@ Registered from the root conftest.py (`pytest_plugins = ["reports.plugin"]`).
   xdist) stale files are removed from that default directory first, so the sign-off reflects only this run. An explicit
   --alluredir is left alone (use allure's --clean-alluredir). JUnit XML goes to junit.xml beside the results folder
   unless --junitxml is given.
-- finalize(config, run): called by the lead's session-finish code on the controller after kstack-run.json is written.
+- finalize(config, run): called by fixtures/plugin.py at session end on the controller, after the RunRecord
+  (kstack-run.json) is written.
 """
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
-
 import pytest
 
 from reports.allure_meta import write_categories, write_environment, write_executor
-from reports.signoff import summary_line, write_signoff
+from reports.signoff import remove_previous, summary_line, write_signoff
+from stack.record import RunRecord
 
 DEFAULT_RESULTS = Path("reports") / "allure-results"
 DEFAULT_SIGNOFF = Path("reports") / "out"
@@ -59,9 +59,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # JUnit XML by default, next to the Allure results: CI systems read it natively. --junitxml PATH overrides it.
     if not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = str(junit_path(config))
-    if explicit or is_worker(config) or getattr(config.option, "collectonly", False):
+    if is_worker(config) or getattr(config.option, "collectonly", False):
         return
-    clean_results_dir(default_results_dir(config))
+    # A previous run's verdict must not survive this run: it is removed now, and this run writes its own (ERROR
+    # when it stops before any check: stopped()).
+    remove_previous(signoff_dir(config))
+    if not explicit:
+        clean_results_dir(default_results_dir(config))
 
 
 def clean_results_dir(path: Path) -> None:
@@ -100,14 +104,23 @@ def signoff_dir(config: pytest.Config) -> Path:
     return Path(os.path.abspath(value))
 
 
-def finalize(config: pytest.Config, run: dict[str, Any] | None) -> list[Path]:
+def stopped(config: pytest.Config, message: str) -> None:
+    """The run stops before any check (bad options, preflight): a sign-off with verdict ERROR and the reason, so
+    the sign-off folder says what happened to this run. A no-op in xdist workers."""
+    if is_worker(config) or not acceptance_run(config) or getattr(config.option, "collectonly", False):
+        return
+    paths = write_signoff(results_dir(config), signoff_dir(config), stopped=message)
+    print(summary_line({"verdict": "ERROR"}, paths[:3]), flush=True)
+
+
+def finalize(config: pytest.Config, run: RunRecord | None) -> list[Path]:
     """Write environment.properties, executor.json, categories.json into the results dir, then the sign-off into
     --signoff-dir; print a one-line summary. A no-op (returns []) in xdist workers."""
     if is_worker(config):
         return []
     rdir = results_dir(config)
     rdir.mkdir(parents=True, exist_ok=True)
-    write_environment(rdir, run or {})
+    write_environment(rdir, run)
     write_executor(rdir)
     write_categories(rdir)
     paths = write_signoff(rdir, signoff_dir(config))

@@ -1,5 +1,5 @@
 """What one acceptance run left behind, read into typed records: the ONLY place the matrix page (reports/matrix.py)
-reads a run's files. When the suite's typed run record replaces kstack-run.json, this module is the one to change.
+reads a run's files; the run record itself is read by stack/record.py (the one reader and writer of it).
 
 A run folder is what one `pytest suites/acceptance` run writes, laid out as `make matrix` and the CI jobs lay it:
 
@@ -15,14 +15,14 @@ the failures from the Allure results' start times. Nothing is parsed out of a me
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from reports.signoff import build_signoff, read_results
+from stack import record
 from stack.versions import same_version
 
-RUN_RECORD = "kstack-run.json"
+RUN_RECORD = record.RUN_FILE
 ALLURE_DIR = "allure-results"
 FAILED = ("failed", "broken")
 
@@ -95,16 +95,13 @@ def _folder_name(run_dir: Path) -> str:
 
 def _record_problem(results: Path) -> str | None:
     """Why the run record cannot be used, or None."""
-    path = results / RUN_RECORD
-    if not path.is_file():
+    if not (results / RUN_RECORD).is_file():
         return (f"no {RUN_RECORD} in {results}: the run did not finish (cancelled, timed out or crashed before its "
                 "session ended)")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        return f"{path} is unreadable: {e}"
-    if not isinstance(record, dict):
-        return f"{path} is not a JSON object"
+        record.read_run(results)
+    except record.RecordError as e:
+        return f"{results}: {e}"
     return None
 
 

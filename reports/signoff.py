@@ -1,17 +1,23 @@
 """The sign-off report: signoff.json, signoff.md, signoff.html and results-bundle.tar.gz, built from an allure-results
 folder only (never from the cluster).
 
-Inputs (docs/architecture.md): allure `*-result.json`, `kstack-run.json`, `kstack-phases-*.jsonl`,
-`kstack-inventory-*.json` (one per xdist worker; merged by id).
+Inputs: allure `*-result.json`, and the run record that stack/record.py wrote there (kstack-run.json, phases,
+inventory, failure categories, retries; one file per xdist worker where a worker writes).
+
+Each test of the inventory (every acceptance test pytest collected) has one outcome: passed, failed, broken, skipped
+(by pytest: its Allure status), deselected (by -k/-m: the inventory says so) or not executed (selected, without a
+result); the counts add up to the inventory. A test is shown by its Allure name, which is its allure.title.
 
 A criterion (stack/criteria.py) is
 - failed   when any test that proves it failed or broke;
 - passed   when it is applicable, at least one inventory test proves it, and every such test ran and passed;
-- not-run  otherwise, with the reason (not applicable / skipped with reasons / not executed: ids).
-The verdict is FAIL when a criterion failed; otherwise INCOMPLETE when kstack-run.json is missing or an applicable
-criterion was not run; otherwise PASS. Inapplicable criteria are listed as NOT RUN but do not block PASS.
+- not-run  otherwise, with the reason (not applicable / skipped with reasons / deselected / not executed: ids).
+The verdict is ERROR when the run stopped before any check ran (options, preflight); FAIL when a criterion failed;
+otherwise INCOMPLETE when kstack-run.json is missing or an applicable criterion was not run; otherwise PASS.
+Inapplicable criteria are listed as NOT RUN but do not block PASS.
 
-Every string that reaches an output goes through stack.redact.scrub.
+A failure's category is the one its check recorded; only a failure without one (a foreign exception) is classified by
+its message. Every string that reaches an output goes through stack.redact.scrub.
 
     python -m reports.signoff RESULTS_DIR [--out DIR]
 """
@@ -26,16 +32,19 @@ import json
 import os
 import sys
 import tarfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
 from filelock import FileLock
 
 from stack.criteria import CRITERIA, applicable as _criterion_applicable
+from stack.record import (INSTALL_DIAGNOSTICS_DIR, InventoryEntry, Phase, ResultsRecord, RunRecord, read_results_record,
+                          to_data)
 from stack.redact import scrub
 from stack.versions import same_version
 
-from reports.categories import classify
+from reports.categories import classify, title
 from reports.render import atomic_write as _atomic_write
 from reports.render import format_seconds as _fmt_seconds
 from reports.render import h as _h
@@ -48,6 +57,9 @@ DEFAULT_OUT = REPO_ROOT / "reports" / "out"
 BUNDLE_NAME = "results-bundle.tar.gz"
 SIMULATED_BANNER = "SIMULATED: this run used the twin, a simulated cluster. It is not evidence about a real cluster."
 EXECUTED = ("passed", "failed", "broken")
+OUTCOMES = (*EXECUTED, "skipped", "deselected", "not_executed")
+OUTCOME_LABEL = {"passed": "passed", "failed": "failed", "broken": "broken", "skipped": "skipped",
+                 "deselected": "deselected", "not_executed": "not executed"}
 MESSAGE_LIMIT = 4000
 
 STATUS_LABEL = {"passed": "PASS", "failed": "FAIL", "not-run": "NOT RUN"}
@@ -110,63 +122,49 @@ def _num(value: Any) -> float:
         return float("-inf")
 
 
-def read_inventory(results_dir: Path) -> tuple[dict[str, dict], bool]:
-    """Inventory entries merged over workers by id (criteria united), and whether any inventory file was found."""
-    merged: dict[str, dict] = {}
-    found = False
-    for path in sorted(results_dir.glob("kstack-inventory-*.json")):
-        data = _load_json(path)
-        if not isinstance(data, list):
-            continue
-        found = True
-        for item in data:
-            if not isinstance(item, dict) or not item.get("id"):
-                continue
-            entry = merged.setdefault(str(item["id"]), {"id": str(item["id"]), "nodeid": item.get("nodeid"),
-                                                         "criteria": []})
-            for criterion in item.get("criteria") or []:
-                if criterion not in entry["criteria"]:
-                    entry["criteria"].append(str(criterion))
-    return merged, found
+def _phase_rows(phases: list[Phase]) -> list[dict]:
+    rows = []
+    for p in phases:
+        over = p.budget is not None and p.seconds > p.budget
+        # A phase that raised at (or past) its budget ran out of time; one that raised earlier failed.
+        timed_out = not p.finished and p.budget is not None and p.seconds >= p.budget
+        status = "ok" if p.finished and not over else "OVER BUDGET" if p.finished else \
+            "TIMED OUT" if timed_out else "DID NOT FINISH"
+        rows.append({"name": p.name, "seconds": p.seconds, "budget": p.budget, "over_budget": over or timed_out,
+                     "finished": p.finished, "error_type": p.error_type, "status": status})
+    return rows
 
 
-def read_phases(results_dir: Path) -> list[dict]:
-    phases = []
-    for path in sorted(results_dir.glob("kstack-phases-*.jsonl")):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(item, dict) or not item.get("name"):
-                continue
-            seconds = item.get("seconds")
-            budget = item.get("budget")
-            over = (isinstance(seconds, (int, float)) and isinstance(budget, (int, float)) and seconds > budget)
-            phases.append({"name": str(item["name"]), "seconds": seconds, "budget": budget, "over_budget": over})
-    return phases
+def _outcomes(results: dict[str, dict], inventory: dict[str, InventoryEntry]) -> dict[str, str]:
+    """Every test's outcome (OUTCOMES), inventory first in collection order, then results outside it."""
+    out = {}
+    for test_id in [*inventory, *sorted(set(results) - set(inventory))]:
+        status = results.get(test_id, {}).get("status")
+        if test_id in inventory and inventory[test_id].deselected:
+            out[test_id] = "deselected"     # this run did not select it, whatever an older result says
+        elif status in (*EXECUTED, "skipped"):
+            out[test_id] = status
+        else:
+            out[test_id] = "not_executed"
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # evaluation
 
 
-def _applicability(run: dict | None) -> dict[str, tuple[bool, str | None]]:
-    """Per criterion id: (applicable, reason). From kstack-run.json's criteria, else from the profile's components."""
+def _applicability(run: RunRecord | None) -> dict[str, tuple[bool, str | None]]:
+    """Per criterion id: (applicable, reason). From the run record's criteria, else from the profile's components."""
     out: dict[str, tuple[bool, str | None]] = {}
-    recorded = {c.get("id"): c for c in (run or {}).get("criteria") or [] if isinstance(c, dict)}
-    components = set(((run or {}).get("versions") or {}).keys())
+    recorded = {c.id: c for c in run.criteria} if run else {}
+    components = set(run.versions) if run else set()
     for criterion in CRITERIA:
-        if criterion.id in recorded and "applicable" in recorded[criterion.id]:
+        if criterion.id in recorded:
             entry = recorded[criterion.id]
-            reason = entry.get("reason")
-            if not entry["applicable"] and not reason:
+            reason = entry.reason
+            if not entry.applicable and not reason:
                 reason = f"the profile has no {criterion.requires}" if criterion.requires else "not applicable"
-            out[criterion.id] = (bool(entry["applicable"]), reason)
+            out[criterion.id] = (entry.applicable, reason)
         elif components:
             out[criterion.id] = _criterion_applicable(criterion, components)
         else:
@@ -174,19 +172,21 @@ def _applicability(run: dict | None) -> dict[str, tuple[bool, str | None]]:
     return out
 
 
-def evaluate_criteria(run: dict | None, results: dict[str, dict], inventory: dict[str, dict]) -> list[dict]:
+def evaluate_criteria(run: RunRecord | None, results: dict[str, dict],
+                      inventory: dict[str, InventoryEntry]) -> list[dict]:
     applicability = _applicability(run)
-    recorded_titles = {c.get("id"): c.get("title") for c in (run or {}).get("criteria") or [] if isinstance(c, dict)}
+    recorded_titles = {c.id: c.title for c in run.criteria} if run else {}
+    outcomes = _outcomes(results, inventory)
     out = []
     for criterion in CRITERIA:
-        inv_tests = sorted(t for t, e in inventory.items() if criterion.id in e["criteria"])
+        inv_tests = sorted(t for t, e in inventory.items() if criterion.id in e.criteria)
         labelled = sorted(k for k, r in results.items() if criterion.id in r["criteria"])
         tests = sorted(set(inv_tests) | set(labelled))
         is_applicable, na_reason = applicability[criterion.id]
-        broken = [t for t in tests if results.get(t, {}).get("status") in ("failed", "broken")]
+        broken = [t for t in tests if outcomes[t] in ("failed", "broken")]
         if broken:
             status = "failed"
-            reason = "; ".join(f"{t} {results[t]['status']}" for t in broken)
+            reason = "; ".join(f"{t} {outcomes[t]}" for t in broken)
         elif not is_applicable:
             status, reason = "not-run", f"not applicable: {na_reason}"
         elif not inv_tests:
@@ -194,17 +194,19 @@ def evaluate_criteria(run: dict | None, results: dict[str, dict], inventory: dic
             reason = "no test in the inventory proves it" + (
                 f" (results without inventory: {', '.join(labelled)})" if labelled else "")
         else:
-            skipped = [t for t in inv_tests if results.get(t, {}).get("status") == "skipped"]
-            not_executed = [t for t in inv_tests if t not in results or results[t]["status"] not in EXECUTED
-                            and results[t]["status"] != "skipped"]
-            if not skipped and not not_executed:
+            skipped = [t for t in inv_tests if outcomes[t] == "skipped"]
+            deselected = [t for t in inv_tests if outcomes[t] == "deselected"]
+            not_executed = [t for t in inv_tests if outcomes[t] == "not_executed"]
+            if not skipped and not deselected and not not_executed:
                 status, reason = "passed", None
             else:
                 status = "not-run"
                 parts = []
                 if skipped:
                     parts.append("skipped: " + "; ".join(
-                        f"{t}: {_first_line(results[t]['message']) or 'no reason given'}" for t in skipped))
+                        f"{t}: {_skip_reason(results[t]['message'])}" for t in skipped))
+                if deselected:
+                    parts.append("deselected: " + ", ".join(deselected))
                 if not_executed:
                     parts.append("not executed: " + ", ".join(not_executed))
                 reason = "; ".join(parts)
@@ -217,6 +219,12 @@ def evaluate_criteria(run: dict | None, results: dict[str, dict], inventory: dic
             "reason": reason,
         })
     return out
+
+
+def _skip_reason(message: str | None) -> str:
+    """A skip's reason, without the "Skipped: " allure-pytest puts before every one."""
+    line = _first_line(message)
+    return line.removeprefix("Skipped: ") or "no reason given"
 
 
 def _first_line(text: str | None) -> str:
@@ -242,84 +250,156 @@ def _verdict(criteria: list[dict], run_problem: str | None) -> tuple[str, list[s
     return "PASS", ["every applicable criterion passed"]
 
 
-def _limitations(run: dict | None, phases: list[dict]) -> list[dict]:
+def _limitations(run: RunRecord | None, phases: list[dict]) -> list[dict]:
     out = []
     seen = set()
-    for item in (run or {}).get("limitations") or []:
-        if isinstance(item, dict) and item.get("id") not in seen:
-            seen.add(item.get("id"))
-            out.append({"id": str(item.get("id")), "text": str(item.get("text") or "")})
-    for download in (run or {}).get("downloads") or []:
-        if isinstance(download, dict) and download.get("pinned") is False:
+    for item in run.limitations if run else []:
+        if item.id not in seen:
+            seen.add(item.id)
+            out.append({"id": item.id, "text": item.text})
+    for download in run.downloads if run else []:
+        if not download.pinned:
             out.append({"id": "unpinned-download",
-                        "text": f"{download.get('url')} is not pinned by a known sha256 in the profile; "
-                                f"the downloaded file's sha256 was {download.get('sha256') or 'not recorded'}"})
+                        "text": f"{download.url} is not pinned by a known sha256 in the profile; "
+                                f"the downloaded file's sha256 was {download.sha256 or 'not recorded'}"})
     for phase in phases:
-        if phase["over_budget"]:
+        if phase["status"] == "TIMED OUT":
+            out.append({"id": "over-budget", "text": f"phase {phase['name']} timed out after {phase['seconds']} s "
+                                                     f"(its budget: {phase['budget']} s)"})
+        elif phase["over_budget"]:
             out.append({"id": "over-budget", "text": f"phase {phase['name']} took {phase['seconds']} s, "
                                                      f"over its budget of {phase['budget']} s"})
+        elif not phase["finished"]:
+            out.append({"id": "phase-unfinished", "text": f"phase {phase['name']} did not finish: it raised "
+                                                          f"{phase['error_type'] or 'an error'} after {phase['seconds']} s"})
     return out
+
+
+def _failures(results: dict[str, dict], record: ResultsRecord) -> list[dict]:
+    """Failed and broken tests with their category: the one their check recorded, else classified by message."""
+    recorded: dict[str, str] = {}
+    for f in record.failures:
+        if f.category and f.id not in recorded:
+            recorded[f.id] = f.category
+    blockers = _blockers(record)
+    out = []
+    for key in sorted(results):
+        r = results[key]
+        if r["status"] not in ("failed", "broken"):
+            continue
+        message = r["message"] if len(r["message"]) <= MESSAGE_LIMIT else r["message"][:MESSAGE_LIMIT] + " …"
+        structured = title(recorded.get(key))
+        out.append({"id": key, "name": r["name"], "title": r["name"], "status": r["status"],
+                    "category": structured or classify(r["status"], r["message"]),
+                    "category_source": "recorded" if structured else "message",
+                    "criteria": r["criteria"], "message": message,
+                    "blocked_by": blockers[key].blocked_by if key in blockers else None,
+                    "root_cause": blockers[key].root_cause if key in blockers else None})
+    return out
+
+
+def _blockers(record: ResultsRecord) -> dict:
+    """Test id -> its recorded failure that names a blocker (stack/blocking.py)."""
+    return {f.id: f for f in record.failures if f.blocked_by}
+
+
+def _mark_blocked(criteria: list[dict], record: ResultsRecord) -> None:
+    """A failed criterion whose failed tests were blocked names the blockers' criteria (its root cause)."""
+    blockers = _blockers(record)
+    for c in criteria:
+        c["blocked_by"] = sorted({blockers[t].blocked_by for t in c["tests"] if t in blockers}) \
+            if c["status"] == "failed" else []
+        if c["blocked_by"]:
+            c["reason"] = f"blocked by {', '.join(c['blocked_by'])}; {c['reason']}"
+
+
+EVIDENCE_SHOWN = 240     # characters of a fact shown in md and html; signoff.json keeps the recorded value
+
+
+def _evidence(record: ResultsRecord, results: dict[str, dict]) -> list[dict]:
+    """What each test recorded that proves it, with its criteria and outcome, in test order."""
+    return [{"id": e.id, "what": e.what, "status": results.get(e.id, {}).get("status", "unknown"),
+             "criteria": results.get(e.id, {}).get("criteria", []),
+             "facts": [{"name": f.name, "value": f.value} for f in e.facts]}
+            for e in sorted(record.evidence, key=lambda e: e.id)]
+
+
+def _evidence_rows(doc: dict) -> list[list[str]]:
+    def shown(value: str) -> str:
+        return value if len(value) <= EVIDENCE_SHOWN else value[:EVIDENCE_SHOWN] + " …"
+    return [[e["id"], e["status"], e["what"], "; ".join(f"{f['name']}: {shown(f['value'])}" for f in e["facts"])]
+            for e in doc["evidence"]]
+
+
+def _retries(record: ResultsRecord) -> dict:
+    by_layer = Counter(r.layer for r in record.retries)
+    reasons = Counter(f"{r.layer}: {r.reason}" for r in record.retries)
+    return {"total": len(record.retries), "by_layer": dict(sorted(by_layer.items())),
+            "top_reasons": [{"reason": k, "count": v} for k, v in reasons.most_common(10)]}
 
 
 def build_signoff(results_dir: str | Path) -> dict:
     """The sign-off document (the content of signoff.json, without bundle_sha256 which write_signoff adds)."""
     results_dir = Path(results_dir)
-    run_path = results_dir / "kstack-run.json"
-    run = _load_json(run_path) if run_path.is_file() else None
-    run_problem = None
-    if not run_path.is_file():
-        run_problem = "kstack-run.json is missing: the run did not finish or its metadata was not written"
-    elif not isinstance(run, dict):
-        run, run_problem = None, "kstack-run.json is unreadable"
+    record = read_results_record(results_dir)
+    run, run_problem = record.run, record.run_problem
     results = read_results(results_dir) if results_dir.is_dir() else {}
-    inventory, inventory_found = read_inventory(results_dir) if results_dir.is_dir() else ({}, False)
-    phases = read_phases(results_dir) if results_dir.is_dir() else []
+    inventory = {e.id: e for e in record.inventory}
+    phases = _phase_rows(record.phases)
     criteria = evaluate_criteria(run, results, inventory)
+    _mark_blocked(criteria, record)
     verdict, verdict_reasons = _verdict(criteria, run_problem)
-    if not inventory_found:
+    if not record.inventory_found:
         verdict_reasons.append("no kstack-inventory-*.json: the expected test inventory is unknown")
 
+    outcomes = _outcomes(results, inventory)
     inv_ids = sorted(inventory)
-    executed = [t for t in inv_ids if results.get(t, {}).get("status") in EXECUTED]
-    skipped = [t for t in inv_ids if results.get(t, {}).get("status") == "skipped"]
-    missing = [t for t in inv_ids if t not in executed]
+    executed = [t for t in inv_ids if outcomes[t] in EXECUTED]
 
-    failures = []
-    for key in sorted(results):
-        r = results[key]
-        if r["status"] in ("failed", "broken"):
-            message = r["message"] if len(r["message"]) <= MESSAGE_LIMIT else r["message"][:MESSAGE_LIMIT] + " …"
-            failures.append({"id": key, "name": r["name"], "status": r["status"],
-                             "category": classify(r["status"], r["message"]), "criteria": r["criteria"],
-                             "message": message})
+    def having(outcome: str) -> list[str]:
+        return [t for t in inv_ids if outcomes[t] == outcome]
 
-    run = run or {}
-    cluster = run.get("cluster") or {}
+    tests = [{"id": t, "title": results[t]["name"] if t in results else t, "outcome": o,
+              "criteria": inventory[t].criteria if t in inventory else results[t]["criteria"],
+              "detail": _skip_reason(results[t]["message"]) if o == "skipped" else None}
+             for t, o in outcomes.items()]
+    data = to_data(run) if run else {}
     doc = {
         "verdict": verdict,
         "verdict_reasons": verdict_reasons,
-        "simulated": bool(run.get("simulated")) if run else None,
-        "profile": run.get("profile"),
-        "profile_path": run.get("profile_path"),
-        "versions": run.get("versions") or {},
-        "running_versions": run.get("running_versions") or {},
-        "cluster": {k: cluster.get(k) for k in ("provider", "server_version", "context", "node_image")},
-        "started": run.get("started"),
-        "finished": run.get("finished"),
-        "duration_seconds": run.get("duration_seconds"),
+        "simulated": run.simulated if run else None,
+        "profile": data.get("profile"),
+        "profile_path": data.get("profile_path"),
+        "versions": data.get("versions") or {},
+        "running_versions": data.get("running_versions") or {},
+        "cluster": data.get("cluster") or {**{k: None for k in ("provider", "server_version", "context", "node_image")},
+                                           "nodes": []},
+        "suite": data.get("suite"),
+        "runner": data.get("runner"),
+        "started": data.get("started"),
+        "finished": data.get("finished"),
+        "duration_seconds": data.get("duration_seconds"),
         "criteria": criteria,
-        "inventory": {"expected": len(inv_ids), "executed": len(executed), "missing": missing, "skipped": skipped,
-                      "found": inventory_found},
+        "inventory": {"expected": len(inv_ids), "executed": len(executed),
+                      "missing": [t for t in inv_ids if t not in executed], "skipped": having("skipped"),
+                      "deselected": having("deselected"), "not_executed": having("not_executed"),
+                      "outside": sorted(set(results) - set(inventory)) if record.inventory_found else [],
+                      "found": record.inventory_found},
+        "tests": tests,
         "phases": phases,
-        "namespaces": [n for n in run.get("namespaces") or [] if isinstance(n, dict)],
-        "pods": [p for p in run.get("pods") or [] if isinstance(p, dict)],
-        "images": [i for i in run.get("images") or [] if isinstance(i, dict)],
-        "downloads": [d for d in run.get("downloads") or [] if isinstance(d, dict)],
+        "namespaces": data.get("namespaces") or [],
+        "pods": data.get("pods") or [],
+        "images": data.get("images") or [],
+        "downloads": data.get("downloads") or [],
         "limitations": _limitations(run, phases),
-        "failures": failures,
-        "results": {"total": len(results),
-                    **{s: sum(1 for r in results.values() if r["status"] == s)
-                       for s in ("passed", "failed", "broken", "skipped")}},
+        "simulation": data.get("simulation"),
+        "install": data.get("install"),
+        "failures": _failures(results, record),
+        "evidence": _evidence(record, results),
+        "retries": _retries(record),
+        "run_errors": data.get("errors") or [],
+        # Every test once: the outcomes add up to the total (the inventory, and results outside it).
+        "results": {"total": len(outcomes), **{o: sum(1 for x in outcomes.values() if x == o) for o in OUTCOMES}},
         "bundle_sha256": None,
         "generated": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
@@ -403,8 +483,8 @@ def _version_rows(doc: dict) -> list[tuple[str, str, str, str]]:
 
 
 def _kubectl_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["   ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["   ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
     return "\n".join(lines)
 
 
@@ -424,6 +504,90 @@ def _code_block(text: str) -> str:
     return "```\n" + text.replace("```", "`\u200b``") + "\n```"
 
 
+def _install_failure_rows(doc: dict) -> list[list[str]]:
+    failure = (doc.get("install") or {}).get("failure")
+    if not failure:
+        return []
+    rows = [["component", _text(failure.get("component"))], ["step", _text(failure.get("step"))],
+            ["error type", _text(failure.get("error_type"))], ["category", _text(title(failure.get("category")))],
+            ["message", _text(failure.get("message"))]]
+    rows += [["diagnostics", f"allure-results/{INSTALL_DIAGNOSTICS_DIR}/{name} (in the results bundle)"]
+             for name in failure.get("diagnostics") or []]
+    return rows
+
+
+def _retries_line(doc: dict) -> str:
+    r = doc["retries"]
+    if not r["total"]:
+        return "no retries"
+    return f"{r['total']} retries: " + ", ".join(f"{layer} {n}" for layer, n in r["by_layer"].items())
+
+
+def _retry_rows(doc: dict) -> list[list[str]]:
+    return [[x["reason"], str(x["count"])] for x in doc["retries"]["top_reasons"]]
+
+
+def _suite_text(doc: dict) -> str:
+    suite = doc.get("suite") or {}
+    commit = suite.get("commit") or "unknown"
+    tree = {True: " (dirty: the work tree differs from it)", False: " (clean)"}.get(suite.get("dirty"), "")
+    return (f"kstack {_text(suite.get('version') or 'unknown')}, commit {commit}{tree}, "
+            f"Python {_text(suite.get('python') or 'unknown')}, pytest {_text(suite.get('pytest') or 'unknown')}")
+
+
+def _runner_text(doc: dict) -> str:
+    runner = doc.get("runner") or {}
+    text = f"host {_text(runner.get('hostname') or 'unknown')}"
+    if not runner.get("ci"):
+        return text + ", not in CI"
+    attempt = f" (attempt {runner['ci_attempt']})" if runner.get("ci_attempt") else ""
+    return text + f", {runner['ci']} run {_text(runner.get('ci_url') or 'URL unknown')}{attempt}"
+
+
+def _node_rows(doc: dict) -> list[list[str]]:
+    return [[_text(n.get("name")), _text(n.get("kubelet_version")), _text(n.get("container_runtime")),
+             _text(n.get("os_image"))] for n in doc["cluster"].get("nodes") or []]
+
+
+NODE_HEADER = ["NAME", "KUBELET", "CONTAINER RUNTIME", "OS IMAGE"]
+
+
+def _count_cells(doc: dict) -> tuple[list[str], list[str]]:
+    r = doc["results"]
+    return [*(OUTCOME_LABEL[o] for o in OUTCOMES), "total"], [*(str(r[o]) for o in OUTCOMES), str(r["total"])]
+
+
+def _counts_line(doc: dict) -> str:
+    inv = doc["inventory"]
+    line = f"expected {inv['expected']} (every acceptance test collected, before -k/-m deselection)"
+    if inv["outside"]:
+        line += f"; {len(inv['outside'])} result(s) outside the inventory: " + ", ".join(inv["outside"])
+    return line
+
+
+def _titles(doc: dict) -> dict[str, str]:
+    return {t["id"]: t["title"] for t in doc["tests"]}
+
+
+def _not_run(doc: dict) -> list[dict]:
+    """The inventory's tests that did not execute, with their outcome and the skip reason."""
+    return [t for t in doc["tests"] if t["outcome"] in ("skipped", "deselected", "not_executed")]
+
+
+def _outcome_text(test: dict) -> str:
+    return OUTCOME_LABEL[test["outcome"]] + (f": {test['detail']}" if test.get("detail") else "")
+
+
+def _md_test(title: str, test_id: str) -> str:
+    return f"`{test_id}`" if title == test_id else f"{title} (`{test_id}`)"
+
+
+def _phase_status(phase: dict) -> str:
+    if phase["status"] == "DID NOT FINISH" and phase.get("error_type"):
+        return f"DID NOT FINISH ({phase['error_type']})"
+    return phase["status"]
+
+
 def render_markdown(doc: dict) -> str:
     out: list[str] = []
     if doc["simulated"]:
@@ -438,6 +602,8 @@ def render_markdown(doc: dict) -> str:
         f"- **Cluster:** provider {_text(cluster.get('provider'))}, Kubernetes {_text(cluster.get('server_version'))}"
         + (f", node image `{cluster['node_image']}`" if cluster.get("node_image") else ""),
         f"- **Simulated:** {'yes' if doc['simulated'] else ('no' if doc['simulated'] is False else 'unknown')}",
+        f"- **Suite:** {_suite_text(doc)}",
+        f"- **Runner:** {_runner_text(doc)}",
         f"- **Started:** {_text(doc['started'])}; **finished:** {_text(doc['finished'])}; "
         f"**duration:** {_fmt_seconds(doc['duration_seconds'])}",
         f"- **Generated:** {doc['generated']}",
@@ -447,27 +613,42 @@ def render_markdown(doc: dict) -> str:
         _md_table(["component", "profile", "running", "match"], [list(r) for r in _version_rows(doc)]), "",
         "## Acceptance criteria", "",
     ]
+    titles = _titles(doc)
     for c in doc["criteria"]:
         box = "[x]" if c["status"] == "passed" else "[ ]"
         line = f"- {box} **{STATUS_LABEL[c['status']]}** {c['id']}: {c['title']}"
         if c["tests"]:
-            line += " — tests: " + ", ".join(f"`{t}`" for t in c["tests"])
+            line += " — tests: " + "; ".join(titles.get(t, t) for t in c["tests"])
         if c["reason"]:
             line += f" — {c['reason']}"
         out.append(line.replace("\n", " "))
-    inv = doc["inventory"]
-    out += ["", "## Inventory completeness", "",
-            f"expected {inv['expected']}, executed {inv['executed']}, not executed {len(inv['missing'])}"
-            f" (skipped {len(inv['skipped'])})", ""]
-    if inv["missing"]:
-        out += [f"- `{t}`" + (" (skipped)" if t in inv["skipped"] else "") for t in inv["missing"]] + [""]
+    header, counts = _count_cells(doc)
+    out += ["", "## Inventory completeness", "", _counts_line(doc), "", _md_table(header, [counts]), ""]
+    out += [f"- {_md_test(t['title'], t['id'])}: {_outcome_text(t)}" for t in _not_run(doc)]
+    out += ["", "## Tests", ""]
+    out += [_md_table(["check", "id", "outcome", "criteria"], [
+        [t["title"], f"`{t['id']}`", _outcome_text(t), ", ".join(t["criteria"])] for t in doc["tests"]])
+        if doc["tests"] else "none", ""]
     out += ["## Failures", ""]
     if doc["failures"]:
-        out += [_md_table(["test", "status", "category", "criteria", "message"],
-                          [[f["id"], f["status"], f["category"], ", ".join(f["criteria"]), f["message"]]
-                           for f in doc["failures"]]), ""]
+        out += [_md_table(["check", "status", "category", "criteria", "message"],
+                          [[_md_test(f["title"], f["id"]), f["status"], f["category"], ", ".join(f["criteria"]),
+                            f["message"]] for f in doc["failures"]]), ""]
     else:
         out += ["none", ""]
+    install_rows = _install_failure_rows(doc)
+    if install_rows:
+        out += ["## Install failure", "", _md_table(["", ""], install_rows), ""]
+    out += ["## Evidence", "", "What each check saw (full values in signoff.json and the Allure attachments).", ""]
+    out += [_md_table(["test", "outcome", "evidence", "facts"], _evidence_rows(doc)), ""] if doc["evidence"] else \
+        ["none recorded", ""]
+    out += ["## Retries", "", _retries_line(doc), ""]
+    if doc["retries"]["top_reasons"]:
+        out += [_md_table(["layer: reason", "count"], _retry_rows(doc)), ""]
+    if doc["run_errors"]:
+        out += ["## Run errors", ""] + [f"- {e}" for e in doc["run_errors"]] + [""]
+    out += ["## Nodes", ""]
+    out += [_md_table(NODE_HEADER, _node_rows(doc)) if _node_rows(doc) else "not recorded", ""]
     out += ["## Namespaces", ""]
     if doc["namespaces"]:
         out += [_code_block(_kubectl_table(["NAME", "STATUS", "AGE"], [
@@ -488,31 +669,39 @@ def render_markdown(doc: dict) -> str:
     out += ["## Phase timings", ""]
     if doc["phases"]:
         out += [_md_table(["phase", "seconds", "budget", "within budget"], [
-            [p["name"], p["seconds"], p["budget"], "OVER BUDGET" if p["over_budget"] else "ok"]
-            for p in doc["phases"]]), ""]
+            [p["name"], p["seconds"], p["budget"], _phase_status(p)] for p in doc["phases"]]), ""]
     else:
         out += ["not recorded", ""]
     if doc["downloads"]:
         out += ["## Downloads", "", _md_table(["url", "sha256", "pinned"], [
             [d.get("url"), d.get("sha256"), _yes_no(d.get("pinned"))] for d in doc["downloads"]]), ""]
+    sim = doc.get("simulation")
+    if sim:
+        out += ["## The simulated cluster", "",
+                "Control plane: " + ", ".join(f"{k} {v}" for k, v in sim["control_plane"].items()), "",
+                _md_table(["part", "what runs", "detail"], [[x["name"], x["kind"], x["detail"]] for x in sim["parts"]]),
+                ""]
     out += ["## Known limitations", ""]
     out += [f"1. **{lim['id']}**: {lim['text']}" for lim in doc["limitations"]] or ["none detected"]
     out.append("")
     return scrub("\n".join(out))
 
 
+# Image refs with digests, URLs and messages have no spaces: every text may break anywhere (overflow-wrap counts in a
+# table's column widths, unlike word-break), so the page never scrolls sideways.
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d1d1f;max-width:80rem}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d1d1f;max-width:80rem;
+overflow-wrap:anywhere}
 h1{margin-top:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;
-vertical-align:top}th{background:#f3f3f3}
+table{border-collapse:collapse;margin:.5rem 0;max-width:100%}th,td{border:1px solid #ccc;padding:.25rem .6rem;
+text-align:left;vertical-align:top}th{background:#f3f3f3;overflow-wrap:normal}
 pre{background:#f6f8fa;padding:.6rem;overflow-x:auto}code{font-family:ui-monospace,Menlo,Consolas,monospace}
 .banner{background:#ffe08a;border:2px solid #b58900;padding:.8rem 1rem;font-weight:bold;margin-bottom:1rem}
 .verdict{display:inline-block;padding:.2rem .8rem;border-radius:.3rem;color:#fff}
-.PASS,.passed{background:#2e7d32;color:#fff}.FAIL,.failed{background:#c62828;color:#fff}
+.PASS,.passed{background:#2e7d32;color:#fff}.FAIL,.ERROR,.failed{background:#c62828;color:#fff}
 .INCOMPLETE,.not-run{background:#6d6d6d;color:#fff}
 .status{padding:0 .4rem;border-radius:.2rem;white-space:nowrap}.over{color:#c62828;font-weight:bold}
-.msg{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
+.check{min-width:16rem}.msg{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
 """
 
 
@@ -529,6 +718,7 @@ def render_html(doc: dict) -> str:
         ["Cluster provider", cluster.get("provider")], ["Kubernetes server", cluster.get("server_version")],
         ["Node image", cluster.get("node_image")],
         ["Simulated", "yes" if doc["simulated"] else ("no" if doc["simulated"] is False else "unknown")],
+        ["Suite", _suite_text(doc)], ["Runner", _runner_text(doc)],
         ["Started", doc["started"]], ["Finished", doc["finished"]], ["Duration", _fmt_seconds(doc["duration_seconds"])],
         ["Generated", doc["generated"]], ["Results bundle sha256", doc["bundle_sha256"]],
     ]
@@ -537,25 +727,51 @@ def render_html(doc: dict) -> str:
     p.append(_html_table(["component", "profile", "running", "match"], [list(r) for r in _version_rows(doc)]))
     p.append("<h2>Acceptance criteria</h2>")
     rows = []
+    titles = _titles(doc)
     for c in doc["criteria"]:
         rows.append([f'<span class="status {_h(c["status"])}">{_h(STATUS_LABEL[c["status"]])}</span>', _h(c["id"]),
-                     _h(c["title"]), "<br>".join(f"<code>{_h(t)}</code>" for t in c["tests"]) or "—",
+                     _h(c["title"]), "<br>".join(f'<span title="{_h(t)}">{_h(titles.get(t, t))}</span>'
+                                                 for t in c["tests"]) or "—",
                      _h(c["reason"])])
     p.append(_html_table(["status", "id", "criterion", "tests", "reason"], rows, raw=True))
-    inv = doc["inventory"]
     p.append("<h2>Inventory completeness</h2>")
-    p.append(f"<p>expected {inv['expected']}, executed {inv['executed']}, not executed {len(inv['missing'])} "
-             f"(skipped {len(inv['skipped'])})</p>")
-    if inv["missing"]:
-        p.append("<ul>" + "".join(f"<li><code>{_h(t)}</code>{' (skipped)' if t in inv['skipped'] else ''}</li>"
-                                  for t in inv["missing"]) + "</ul>")
-    p.append("<h2>Failures</h2>")
-    if doc["failures"]:
-        p.append(_html_table(["test", "status", "category", "criteria", "message"], [
-            [f"<code>{_h(f['id'])}</code>", _h(f["status"]), _h(f["category"]), _h(", ".join(f["criteria"])),
-             f'<div class="msg">{_h(f["message"])}</div>'] for f in doc["failures"]], raw=True))
+    p.append(f"<p>{_h(_counts_line(doc))}</p>")
+    header, counts = _count_cells(doc)
+    p.append(_html_table(header, [counts]))
+    if _not_run(doc):
+        p.append("<ul>" + "".join(f"<li>{_h(t['title'])} <code>{_h(t['id'])}</code>: {_h(_outcome_text(t))}</li>"
+                                  for t in _not_run(doc)) + "</ul>")
+    p.append("<h2>Tests</h2>")
+    if doc["tests"]:
+        p.append(_html_table(["check", "id", "outcome", "criteria"], [
+            [_h(t["title"]), f"<code>{_h(t['id'])}</code>", f'<span class="outcome {_h(t["outcome"])}">'
+             f'{_h(_outcome_text(t))}</span>', _h(", ".join(t["criteria"]))] for t in doc["tests"]], raw=True))
     else:
         p.append("<p>none</p>")
+    p.append("<h2>Failures</h2>")
+    if doc["failures"]:
+        p.append(_html_table(["check", "status", "category", "criteria", "message"], [
+            [f'<div class="check">{_h(f["title"])}<br><code>{_h(f["id"])}</code></div>', _h(f["status"]), _h(f["category"]),
+             _h(", ".join(f["criteria"])), f'<div class="msg">{_h(f["message"])}</div>'] for f in doc["failures"]],
+            raw=True))
+    else:
+        p.append("<p>none</p>")
+    install_rows = _install_failure_rows(doc)
+    if install_rows:
+        p.append("<h2>Install failure</h2>")
+        p.append(_html_table(["", ""], install_rows))
+    p.append("<h2>Evidence</h2>")
+    p.append(_html_table(["test", "outcome", "evidence", "facts"], _evidence_rows(doc)) if doc["evidence"] else
+             "<p>none recorded</p>")
+    p.append("<h2>Retries</h2>")
+    p.append(f"<p>{_h(_retries_line(doc))}</p>")
+    if doc["retries"]["top_reasons"]:
+        p.append(_html_table(["layer: reason", "count"], _retry_rows(doc)))
+    if doc["run_errors"]:
+        p.append("<h2>Run errors</h2>")
+        p.append("<ul>" + "".join(f"<li>{_h(e)}</li>" for e in doc["run_errors"]) + "</ul>")
+    p.append("<h2>Nodes</h2>")
+    p.append(_html_table(NODE_HEADER, _node_rows(doc)) if _node_rows(doc) else "<p>not recorded</p>")
     p.append("<h2>Namespaces</h2>")
     if doc["namespaces"]:
         p.append(_html_table(["NAME", "STATUS", "AGE"], [[n.get("name"), n.get("status"), n.get("age")]
@@ -578,13 +794,20 @@ def render_html(doc: dict) -> str:
     if doc["phases"]:
         p.append(_html_table(["phase", "seconds", "budget", "within budget"], [
             [_h(x["name"]), _h(x["seconds"]), _h(x["budget"]),
-             '<span class="over">OVER BUDGET</span>' if x["over_budget"] else "ok"] for x in doc["phases"]], raw=True))
+             "ok" if x["status"] == "ok" else f'<span class="over">{_h(_phase_status(x))}</span>']
+            for x in doc["phases"]], raw=True))
     else:
         p.append("<p>not recorded</p>")
     if doc["downloads"]:
         p.append("<h2>Downloads</h2>")
         p.append(_html_table(["url", "sha256", "pinned"], [[d.get("url"), d.get("sha256"), _yes_no(d.get("pinned"))]
                                                            for d in doc["downloads"]]))
+    sim = doc.get("simulation")
+    if sim:
+        p.append("<h2>The simulated cluster</h2>")
+        p.append("<p>Control plane: " + _h(", ".join(f"{k} {v}" for k, v in sim["control_plane"].items())) + "</p>")
+        p.append(_html_table(["part", "what runs", "detail"], [[x["name"], x["kind"], x["detail"]]
+                                                                for x in sim["parts"]]))
     p.append("<h2>Known limitations</h2>")
     if doc["limitations"]:
         p.append("<ol>" + "".join(f"<li><b>{_h(x['id'])}</b>: {_h(x['text'])}</li>" for x in doc["limitations"])
@@ -599,8 +822,28 @@ def render_html(doc: dict) -> str:
 # writing
 
 
-def write_signoff(results_dir: str | Path, out_dir: str | Path = DEFAULT_OUT) -> list[Path]:
+OUTPUT_NAMES = ("signoff.json", "signoff.md", "signoff.html", BUNDLE_NAME)
+
+
+def remove_previous(out_dir: str | Path) -> list[Path]:
+    """Remove a previous run's sign-off from out_dir (at the start of a run), so no old verdict is read as this
+    run's when this one stops early. Only the sign-off's own files; returns those removed."""
+    removed = []
+    for name in OUTPUT_NAMES:
+        path = Path(out_dir) / name
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def write_signoff(results_dir: str | Path, out_dir: str | Path = DEFAULT_OUT, stopped: str | None = None) -> list[Path]:
     """Write signoff.json, signoff.md, signoff.html and results-bundle.tar.gz into out_dir; returns their paths.
+
+    `stopped`: the run stopped before any check ran (bad options, preflight): the verdict is ERROR, with that
+    message as its reason.
 
     Call it from the xdist controller (or a non-xdist process) only; a filelock in out_dir serialises concurrent
     callers anyway, and each file is replaced atomically."""
@@ -609,13 +852,13 @@ def write_signoff(results_dir: str | Path, out_dir: str | Path = DEFAULT_OUT) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir / ".signoff.lock"), timeout=300):
         bundle = out_dir / BUNDLE_NAME
-        if results_dir.is_dir():
-            sha = write_bundle(results_dir, bundle, exclude=[out_dir])
-        else:
-            sha = None
+        sha = write_bundle(results_dir, bundle, exclude=[out_dir]) if results_dir.is_dir() else None
         doc = build_signoff(results_dir)
         doc["bundle_sha256"] = sha
-        if not results_dir.is_dir():
+        if stopped is not None:
+            doc["verdict"] = "ERROR"
+            doc["verdict_reasons"] = [f"the run stopped before any check ran: {stopped}"]
+        elif not results_dir.is_dir():
             doc["verdict"] = "INCOMPLETE"
             doc["verdict_reasons"].append(f"results directory {results_dir} does not exist")
         doc = scrub_all(doc)

@@ -6,6 +6,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from stack.record import RunRecord, from_data, write_run
+
 COMPONENTS = {"cert-manager": "v1.13.0", "istio": "1.19.0", "knative": "v1.11.0", "kserve": "v0.11.0"}
 
 # AS_ID -> criteria, as the acceptance suites tag them
@@ -43,14 +45,15 @@ class ResultsFactory:
 
     # -- allure results ------------------------------------------------------------------------------------------
     def result(self, test_id: str, status: str = "passed", message: str | None = None,
-               criteria: list[str] | None = None, stop: int | None = None) -> Path:
+               criteria: list[str] | None = None, stop: int | None = None, name: str | None = None) -> Path:
+        """`name`: what allure-pytest writes there, the test's allure.title (default: a name of the id)."""
         criteria = TESTS.get(test_id, []) if criteria is None else criteria
         self.clock += 1000
         start = self.clock if stop is None else stop - 500
         stop = self.clock + 500 if stop is None else stop
         result_uuid = str(uuid.uuid4())
         data: dict[str, Any] = {
-            "name": f"test {test_id}",
+            "name": name or f"test {test_id}",
             "status": status,
             "uuid": result_uuid,
             "historyId": uuid.uuid5(uuid.NAMESPACE_URL, test_id).hex,
@@ -88,10 +91,12 @@ class ResultsFactory:
                 self.result(test_id)
 
     # -- kstack metadata -----------------------------------------------------------------------------------------
-    def inventory(self, ids: list[str] | None = None, worker: str = "gw0", split: int = 1) -> None:
+    def inventory(self, ids: list[str] | None = None, worker: str = "gw0", split: int = 1,
+                  deselected: frozenset[str] = frozenset()) -> None:
+        """`deselected`: ids that -k/-m left out, as pytest_deselected marks them."""
         ids = list(TESTS) if ids is None else ids
-        items = [{"id": i, "nodeid": f"suites/acceptance/test_stack.py::test_x[{i}]", "criteria": TESTS.get(i, [])}
-                 for i in ids]
+        items = [{"id": i, "nodeid": f"suites/acceptance/test_stack.py::test_x[{i}]", "criteria": TESTS.get(i, []),
+                  "deselected": i in deselected} for i in ids]
         if split == 1:
             (self.root / f"kstack-inventory-{worker}.json").write_text(json.dumps(items))
             return
@@ -106,7 +111,8 @@ class ResultsFactory:
         ]
         (self.root / f"kstack-phases-{worker}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
 
-    def run(self, simulated: bool = False, components: dict[str, str] | None = None, **overrides) -> dict:
+    def run(self, simulated: bool = False, components: dict[str, str] | None = None, **overrides) -> RunRecord:
+        """A RunRecord, written as the suite writes it (stack/record.py); `overrides` replace its fields."""
         from stack.criteria import CRITERIA, applicable
 
         components = dict(COMPONENTS if components is None else components)
@@ -135,7 +141,9 @@ class ResultsFactory:
             "running_versions": dict(components),
             "cluster": {"provider": "twin" if simulated else "kind", "server_version": "v1.27.3",
                         "context": "twin" if simulated else "kind-kstack",
-                        "node_image": "kindest/node:v1.27.3@sha256:3966ac761ae0136263ffdb6cfd4db23ef8a83cba8a463690e98317add2c9ba72"},
+                        "node_image": "kindest/node:v1.27.3@sha256:3966ac761ae0136263ffdb6cfd4db23ef8a83cba8a463690e98317add2c9ba72",
+                        "nodes": [{"name": "kstack-control-plane", "kubelet_version": "v1.27.3",
+                                   "container_runtime": "containerd://1.7.1", "os_image": "Debian GNU/Linux 11 (bullseye)"}]},
             "started": "2025-07-30T10:00:00+00:00",
             "finished": "2025-07-30T10:09:00+00:00",
             "duration_seconds": 540.0,
@@ -149,13 +157,17 @@ class ResultsFactory:
             "criteria": crits,
             "downloads": [{"url": "https://github.com/kserve/kserve/releases/download/v0.11.0/kserve.yaml",
                            "sha256": "cd" * 32, "pinned": False}],
-            "budgets": {"cluster": 300},
+            "suite": {"version": "0.1.0", "commit": "0cd41107c1f4b2a3e5d6f7a8b9c0d1e2f3a4b5c6", "dirty": False,
+                      "python": "3.11.7", "pytest": "9.2.0"},
+            "runner": {"hostname": "runner-7", "ci": "GitHub Actions",
+                       "ci_url": "https://github.com/acme/kstack/actions/runs/987654321/attempts/2", "ci_attempt": "2"},
         }
         run.update(overrides)
-        (self.root / "kstack-run.json").write_text(json.dumps(run))
-        return run
+        record = from_data(RunRecord, run)
+        write_run(self.root, record)
+        return record
 
-    def full_run(self, simulated: bool = False) -> dict:
+    def full_run(self, simulated: bool = False) -> RunRecord:
         run = self.run(simulated=simulated)
         self.phases()
         self.inventory(split=2)

@@ -11,7 +11,7 @@ def _parse_properties(text: str) -> dict[str, str]:
     """A small java.util.Properties reader (enough for what we write: one logical line per pair)."""
     out = {}
     for line in text.splitlines():
-        key, i, esc = [], 0, False
+        i, esc = 0, False
         chars = list(line)
         # split at the first unescaped '='
         while i < len(chars):
@@ -47,7 +47,7 @@ def _unescape(text: str) -> str:
 
 def test_environment_properties(tmp_path, factory):
     run = factory.run(simulated=True)
-    run["running_versions"]["kserve"] = None  # unreadable
+    run.running_versions["kserve"] = None  # unreadable
     path = write_environment(tmp_path, run)
     text = path.read_text(encoding="ascii")
     props = dict(line.split("=", 1) for line in text.splitlines())

@@ -1,4 +1,5 @@
-"""Failure categories: order, Python classification, and the same regexes under JavaScript (Allure 3)."""
+"""Failure categories: order, Python classification of tagged (check) and untagged (foreign) messages, and the same
+regexes under JavaScript (Allure 3)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ import subprocess
 
 import pytest
 
-from reports.categories import CATEGORY_NAMES, categories, classify, write_categories
+from reports.categories import CATEGORY_NAMES, categories, classify, title, write_categories
+from stack.failures import Category, CheckFailure
 
 SAMPLES = [
     ("broken", "Docker daemon not reachable at unix:///var/run/docker.sock: is Docker running?", "Infrastructure"),
@@ -29,11 +31,12 @@ SAMPLES = [
     ("broken", "install failed: cert-manager: helm upgrade --install exited 1: chart not found", "Install failure"),
     ("failed", "Failed: install failed: knative did not become ready: deployment knative-serving/autoscaler: 0/1 "
                "ready; container autoscaler CrashLoopBackOff (gcr.io/knative-releases/x@sha256:1)", "Install failure"),
-    ("broken", "install of knative failed: manifest download https://github.com/knative/serving/releases/"
+    ("broken", "cannot download https://github.com/knative/serving/releases/"
                "download/knative-v1.11.0/serving-core.yaml: x509: certificate has expired", "Install failure"),
     ("failed", "deployment knative-serving/activator 0/1 ready; pod activator-8d45 CrashLoopBackOff (5 restarts)",
-     "Component not ready"),
-    ("failed", "CRD inferenceservices.serving.kserve.io not Established", "Component not ready"),
+     "Crash loop"),
+    ("failed", "CRD inferenceservices.serving.kserve.io not Established", "CRD missing or not Established"),
+    ("failed", "deployment kserve/kserve-controller-manager 0/1 ready; no pods yet", "Component not ready"),
     ("failed", "node kstack-control-plane NotReady", "Component not ready"),
     ("failed", "timed out after 600s waiting for InferenceService kserve-test/sklearn-iris; "
                "last observed: Ready=Unknown, reason RevisionMissing", "Timeout"),
@@ -43,12 +46,32 @@ SAMPLES = [
     ("failed", "AssertionError: CRD trainedmodels.serving.kserve.io is missing", "Product defect (wrong result)"),
     ("broken", "TypeError: 'NoneType' object is not subscriptable", "Test defect"),
 ]
+# Messages of check failures carry their category's tag, which wins over any text in them.
+TAGGED = [
+    ("failed", "stack.wait.TerminalState: [image-pull] kserve ready: deployment ... ImagePullBackOff", "Image pull"),
+    ("failed", "stack.wait.TerminalState: [crash-loop] kserve ready: timed out ... x509", "Crash loop"),
+    ("failed", "stack.wait.WaitTimeout: [certificate] Certificate ns/leaf Ready: timed out after 6s", "Certificate issuance"),
+    ("failed", "stack.kube.Forbidden: [permission] forbidden: this identity may not list pods in namespace kserve (RBAC)",
+     "Permission denied (RBAC)"),
+    ("failed", "stack.failures.CheckFailure: [certificate] leaf DNS SANs are ['a'], expected ['b']",
+     "Certificate issuance"),
+    ("failed", "stack.failures.CheckFailure: [predict] v1 predictions are [0, 0], expected [1, 1]",
+     "InferenceService or prediction"),
+    ("failed", "[crd] kserve CRDs: CRD trainedmodels.serving.kserve.io absent", "CRD missing or not Established"),
+    ("failed", "fixtures.plugin.InstallFailed: [install] install failed at kserve (readiness): x509: no", "Install failure"),
+    ("failed", "[webhook-tls] istio webhook CA bundles: caBundle is not valid PEM; API server unreachable",
+     "Webhook/TLS not ready"),
+    ("failed", "[infrastructure] ImagePullBackOff mentioned", "Infrastructure"),
+    ("failed", "[not-ready] knative workloads: deployment 0/1 ready; timed out", "Component not ready"),
+]
 
 
 def test_exact_category_names_in_order():
     assert list(CATEGORY_NAMES) == [
-        "Infrastructure", "Image pull", "Webhook/TLS not ready", "Install failure", "Component not ready", "Timeout",
-        "Product defect (wrong result)", "Test defect"]
+        "Infrastructure", "Image pull", "Webhook/TLS not ready", "Install failure", "Crash loop",
+        "CRD missing or not Established", "Permission denied (RBAC)", "Certificate issuance", "InferenceService or prediction",
+        "Component not ready", "Timeout", "Product defect (wrong result)", "Test defect"]
+    assert {title(c.value) for c in Category} <= set(CATEGORY_NAMES)
     assert [c["name"] for c in categories()] == list(CATEGORY_NAMES)
     for c in categories():
         assert set(c) <= {"name", "matchedStatuses", "messageRegex"}
@@ -60,8 +83,19 @@ def test_classify(status, message, expected):
     assert classify(status, message) == expected
 
 
+@pytest.mark.parametrize("status,message,expected", TAGGED, ids=[s[2] + ":" + s[1][-30:] for s in TAGGED])
+def test_a_tag_wins_over_text(status, message, expected):
+    assert classify(status, message) == expected
+
+
+def test_every_structured_category_is_matched_by_its_own_tag():
+    for category in Category:
+        message = f"stack.failures.CheckFailure: {CheckFailure('anything', category)}"
+        assert classify("failed", message) == category.title, category
+
+
 def test_every_category_has_a_sample():
-    assert {s[2] for s in SAMPLES} == set(CATEGORY_NAMES)
+    assert {s[2] for s in SAMPLES + TAGGED} == set(CATEGORY_NAMES)
 
 
 def test_not_a_failure():
@@ -89,9 +123,9 @@ console.log(JSON.stringify(samples.map(([status, msg]) => {
   const c = cats.find(c => c.matchedStatuses.includes(status) && (!c.messageRegex || new RegExp(c.messageRegex).test(msg)));
   return c ? c.name : null; })));
 """
-    proc = subprocess.run(["node", "-e", script, json.dumps(categories()), json.dumps(SAMPLES)],
+    proc = subprocess.run(["node", "-e", script, json.dumps(categories()), json.dumps(SAMPLES + TAGGED)],
                           capture_output=True, text=True, timeout=30, check=True)
-    assert json.loads(proc.stdout) == [s[2] for s in SAMPLES]
+    assert json.loads(proc.stdout) == [s[2] for s in SAMPLES + TAGGED]
 
 
 def test_regexes_compile_without_inline_flags():

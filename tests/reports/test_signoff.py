@@ -27,7 +27,8 @@ def test_all_passed_is_pass(factory):
     assert doc["verdict"] == "PASS"
     assert {c["status"] for c in doc["criteria"]} == {"passed"}
     assert doc["simulated"] is False
-    assert doc["inventory"] == {"expected": 13, "executed": 13, "missing": [], "skipped": [], "found": True}
+    assert doc["inventory"] == {"expected": 13, "executed": 13, "missing": [], "skipped": [], "deselected": [],
+                                "not_executed": [], "outside": [], "found": True}
     crit = _criteria(doc)["AC-CRDS"]
     assert crit["tests"] == ["STACK-CRDS-ESTABLISHED[cert-manager]", "STACK-CRDS-ESTABLISHED[kserve]"]
     assert crit["reason"] is None
@@ -237,7 +238,10 @@ def test_planted_secret_never_in_output(factory, tmp_path):
     secret = "s3cr3t-" + uuid.uuid4().hex
     register_secret(secret)
     factory.run(pods=[{"namespace": "kserve", "name": f"leak-{secret}-pod", "ready": "1/1", "status": "Running",
-                       "restarts": 0, "age": "1m"}])
+                       "restarts": 0, "age": "1m"}],
+                runner={"hostname": f"host-{secret}", "ci": "CI", "ci_url": f"https://ci.example.org/{secret}"},
+                cluster={"provider": "kind", "nodes": [{"name": f"node-{secret}", "kubelet_version": "v1.27.3",
+                                                        "container_runtime": None, "os_image": None}]})
     factory.inventory()
     factory.all_passed(skip={"STACK-IRIS-PREDICT"})
     factory.result("STACK-IRIS-PREDICT", "failed",
@@ -279,3 +283,146 @@ def test_versions_match_whatever_the_v_prefix():
     rows = _version_rows({"versions": {"istio": "1.19.0", "kserve": "v0.11.0"},
                           "running_versions": {"istio": "v1.19.0", "kserve": "v0.10.0"}})
     assert dict((r[0], r[3]) for r in rows) == {"istio": "yes", "kserve": "NO"}
+
+
+# -- what ran where, the nodes, the counts, the phases, the titles --------------------------------------------------------
+def _written(factory, tmp_path) -> tuple[dict, str, str]:
+    out = tmp_path / "out"
+    write_signoff(factory.root, out)
+    return (json.loads((out / "signoff.json").read_text()), (out / "signoff.md").read_text(),
+            (out / "signoff.html").read_text())
+
+
+def test_the_suite_and_the_runner_are_in_every_format(factory, tmp_path):
+    factory.full_run()
+    doc, md, html_text = _written(factory, tmp_path)
+    assert doc["suite"] == {"version": "0.1.0", "commit": "0cd41107c1f4b2a3e5d6f7a8b9c0d1e2f3a4b5c6", "dirty": False,
+                            "python": "3.11.7", "pytest": "9.2.0"}
+    assert doc["runner"]["hostname"] == "runner-7" and doc["runner"]["ci_attempt"] == "2"
+    suite = "kstack 0.1.0, commit 0cd41107c1f4b2a3e5d6f7a8b9c0d1e2f3a4b5c6 (clean), Python 3.11.7, pytest 9.2.0"
+    runner = ("host runner-7, GitHub Actions run https://github.com/acme/kstack/actions/runs/987654321/attempts/2 "
+              "(attempt 2)")
+    assert f"- **Suite:** {suite}" in md and f"- **Runner:** {runner}" in md
+    assert f"<tr><td>Suite</td><td>{suite}</td></tr>" in html_text
+    assert f"<tr><td>Runner</td><td>{runner}</td></tr>" in html_text
+
+
+def test_a_tarball_run_outside_ci_says_so(factory, tmp_path):
+    factory.full_run()
+    factory.run(suite={"version": "0.1.0", "commit": "unknown", "dirty": None, "python": "3.11.7", "pytest": "9.2.0"},
+                runner={"hostname": "laptop"})
+    _, md, html_text = _written(factory, tmp_path)
+    assert "- **Suite:** kstack 0.1.0, commit unknown, Python 3.11.7, pytest 9.2.0" in md
+    assert "- **Runner:** host laptop, not in CI" in md and "<td>host laptop, not in CI</td>" in html_text
+
+
+def test_a_record_without_suite_runner_or_nodes_still_reads(factory, tmp_path):
+    """Fields added with defaults keep older records (schema version 1) readable: they read as unknown."""
+    factory.full_run()
+    path = factory.root / "kstack-run.json"
+    data = json.loads(path.read_text())
+    for key in ("suite", "runner"):
+        del data[key]
+    del data["cluster"]["nodes"]
+    path.write_text(json.dumps(data))
+    doc, md, _ = _written(factory, tmp_path)
+    assert doc["verdict"] == "PASS"
+    assert doc["suite"]["commit"] == "unknown" and doc["runner"]["hostname"] == "unknown"
+    assert "## Nodes\n\nnot recorded" in md
+
+
+def test_the_nodes_are_a_table(factory, tmp_path):
+    factory.full_run()
+    doc, md, html_text = _written(factory, tmp_path)
+    assert doc["cluster"]["nodes"] == [{"name": "kstack-control-plane", "kubelet_version": "v1.27.3",
+                                        "container_runtime": "containerd://1.7.1",
+                                        "os_image": "Debian GNU/Linux 11 (bullseye)"}]
+    assert ("| NAME | KUBELET | CONTAINER RUNTIME | OS IMAGE |\n|---|---|---|---|\n"
+            "| kstack-control-plane | v1.27.3 | containerd://1.7.1 | Debian GNU/Linux 11 (bullseye) |") in md
+    assert ("<th>NAME</th><th>KUBELET</th><th>CONTAINER RUNTIME</th><th>OS IMAGE</th></tr></thead><tbody><tr>"
+            "<td>kstack-control-plane</td><td>v1.27.3</td><td>containerd://1.7.1</td>"
+            "<td>Debian GNU/Linux 11 (bullseye)</td>") in html_text
+
+
+S3 = "inference.test_iris_from_s3"
+
+
+def test_every_outcome_is_counted_and_the_counts_add_up_to_the_inventory(factory, tmp_path):
+    """13 tests and the optional S3 check collected; -k left two out; pytest skipped the S3 check; one failed, one
+    broke, one never ran (the run was cut short)."""
+    from tests.reports.factory import TESTS
+    factory.run()
+    factory.inventory([*TESTS, S3], deselected={"STACK-CERT-ROUNDTRIP", "STACK-NS-ACTIVE[istio-system]"})
+    factory.all_passed(skip={"STACK-CERT-ROUNDTRIP", "STACK-NS-ACTIVE[istio-system]", "STACK-IRIS-PREDICT",
+                             "STACK-WEBHOOKS-ADMIT[kserve]", "STACK-CRDS-ESTABLISHED[kserve]"})
+    factory.result("STACK-IRIS-PREDICT", "failed", "[predict] v1 predictions are [0, 0], expected [1, 1]")
+    factory.result("STACK-WEBHOOKS-ADMIT[kserve]", "broken", "KeyError: 'status'")
+    factory.result(S3, "skipped", "Skipped: S3 settings not given (KSTACK_S3_ENDPOINT)", criteria=[])
+    doc, md, html_text = _written(factory, tmp_path)
+    counts = {"passed": 8, "failed": 1, "broken": 1, "skipped": 1, "deselected": 2, "not_executed": 1}
+    assert doc["results"] == {"total": 14, **counts}
+    assert sum(counts.values()) == doc["inventory"]["expected"] == 14
+    assert doc["inventory"]["skipped"] == [S3]
+    assert doc["inventory"]["deselected"] == ["STACK-CERT-ROUNDTRIP", "STACK-NS-ACTIVE[istio-system]"]
+    assert doc["inventory"]["not_executed"] == ["STACK-CRDS-ESTABLISHED[kserve]"]
+    assert _criteria(doc)["AC-CERT-ROUNDTRIP"]["reason"] == "deselected: STACK-CERT-ROUNDTRIP"
+    assert ("| passed | failed | broken | skipped | deselected | not executed | total |\n"
+            "|---|---|---|---|---|---|---|\n| 8 | 1 | 1 | 1 | 2 | 1 | 14 |") in md
+    assert ("<tr><th>passed</th><th>failed</th><th>broken</th><th>skipped</th><th>deselected</th><th>not executed</th>"
+            "<th>total</th></tr></thead><tbody><tr><td>8</td><td>1</td><td>1</td><td>1</td><td>2</td><td>1</td>"
+            "<td>14</td></tr>") in html_text
+    assert "skipped: S3 settings not given (KSTACK_S3_ENDPOINT)" in md        # the skip's reason beside it
+    assert "`STACK-CERT-ROUNDTRIP`: deselected" in md
+
+
+def test_an_optional_skipped_check_is_counted_but_does_not_block_pass(factory, tmp_path):
+    from tests.reports.factory import TESTS
+    factory.run()
+    factory.inventory([*TESTS, S3])
+    factory.all_passed()
+    factory.result(S3, "skipped", "Skipped: S3 settings not given", criteria=[])
+    doc, _, _ = _written(factory, tmp_path)
+    assert doc["verdict"] == "PASS"
+    assert doc["results"]["skipped"] == 1 and doc["results"]["total"] == len(TESTS) + 1
+
+
+def test_a_phase_that_ran_out_of_time_is_in_the_table(factory, tmp_path):
+    factory.full_run()
+    factory.phases([{"name": "inference_service", "seconds": 600.4, "budget": 600, "finished": False,
+                     "error_type": "WaitTimeout"},
+                    {"name": "certificate", "seconds": 3.2, "budget": 120, "finished": False, "error_type": "CheckFailure"},
+                    {"name": "predict", "seconds": 0.4, "budget": 60}], worker="gw1")
+    doc, md, html_text = _written(factory, tmp_path)
+    phases = {p["name"]: p for p in doc["phases"]}
+    assert phases["inference_service"]["finished"] is False and phases["inference_service"]["status"] == "TIMED OUT"
+    assert phases["inference_service"]["over_budget"] is True
+    assert phases["certificate"]["status"] == "DID NOT FINISH" and phases["certificate"]["error_type"] == "CheckFailure"
+    assert phases["predict"]["status"] == "ok" and phases["predict"]["finished"] is True
+    assert "| inference_service | 600.4 | 600.0 | TIMED OUT |" in md
+    assert "| certificate | 3.2 | 120.0 | DID NOT FINISH (CheckFailure) |" in md
+    assert "<td>inference_service</td><td>600.4</td><td>600.0</td><td><span class=\"over\">TIMED OUT</span></td>" in html_text
+    assert '<span class="over">DID NOT FINISH (CheckFailure)</span>' in html_text
+    limitations = {lim["text"] for lim in doc["limitations"]}
+    assert "phase inference_service timed out after 600.4 s (its budget: 600.0 s)" in limitations
+    assert "phase certificate did not finish: it raised CheckFailure after 3.2 s" in limitations
+
+
+def test_failures_and_tests_are_listed_by_their_allure_title(factory, tmp_path):
+    factory.run()
+    factory.inventory()
+    factory.all_passed(skip={"STACK-IRIS-PREDICT", "STACK-CRDS-ESTABLISHED[kserve]"})
+    factory.result("STACK-IRIS-PREDICT", "failed", "[predict] v1 predictions are [0, 0]",
+                   name="Iris answers a v1 predict with the expected classes")
+    factory.result("STACK-CRDS-ESTABLISHED[kserve]", name="kserve: CRDs present, Established and serving their versions")
+    doc, md, html_text = _written(factory, tmp_path)
+    (failure,) = doc["failures"]
+    assert failure["title"] == "Iris answers a v1 predict with the expected classes"
+    assert "| Iris answers a v1 predict with the expected classes (`STACK-IRIS-PREDICT`) | failed |" in md
+    assert ('<div class="check">Iris answers a v1 predict with the expected classes<br>'
+            '<code>STACK-IRIS-PREDICT</code></div>') in html_text
+    tests = {t["id"]: t for t in doc["tests"]}
+    assert tests["STACK-CRDS-ESTABLISHED[kserve]"]["title"] == "kserve: CRDs present, Established and serving their versions"
+    assert "| kserve: CRDs present, Established and serving their versions | `STACK-CRDS-ESTABLISHED[kserve]` | passed |" in md
+    assert "tests: test STACK-CRDS-ESTABLISHED[cert-manager]; kserve: CRDs present, Established and serving" in md
+    assert ('<span title="STACK-CRDS-ESTABLISHED[kserve]">kserve: CRDs present, Established and serving their '
+            'versions</span>') in html_text
