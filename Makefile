@@ -51,7 +51,7 @@ acceptance-twin: controlplane
 	$(PY) -m pytest suites/acceptance --cluster twin $(ARGS)
 
 test: controlplane $(VENV)/.lint $(ACTIONLINT)
-	KSTACK_ACTIONLINT="$(abspath $(ACTIONLINT))" $(PY) -m pytest tests -n 2 $(ARGS)
+	KSTACK_ACTIONLINT="$(abspath $(ACTIONLINT))" $(PY) -m pytest tests -n 2 --dist worksteal $(ARGS)
 
 report: $(VENV)/.suite
 	$(PY) -m reports.build_html reports/allure-results -o reports/allure-report

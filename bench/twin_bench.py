@@ -2,12 +2,14 @@
 
     python -m bench.twin_bench [--profile seed] [--runs 3]
 
-Prints: twin start time, time until an installed stack is verified (`--install auto`, a rerun makes zero writes),
-the wall time of a full `pytest suites/acceptance --cluster twin` run, and the API requests it made by verb.
+Prints the twin's start times (a bare control plane; the stack installed from nothing, snapshots off; the stack
+restored from its snapshot, as the self-tests start it) and the wall time of a whole
+`pytest suites/acceptance --cluster twin` run. Needs the control plane built (`make controlplane`).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -19,17 +21,36 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def time_twin_start(profile_name: str, runs: int) -> list[float]:
+def _time_start(profile_name: str, runs: int, preinstalled: bool, snapshots: bool) -> list[float]:
     from stack.profile import Profile
     from twin import Twin
     samples = []
-    for _ in range(runs):
-        started = time.monotonic()
-        twin = Twin(Profile.load(profile_name))
-        twin.start()
-        samples.append(time.monotonic() - started)
-        twin.stop()
+    saved = os.environ.get("KSTACK_TWIN_SNAPSHOTS")
+    os.environ["KSTACK_TWIN_SNAPSHOTS"] = "1" if snapshots else "0"
+    try:
+        if preinstalled and snapshots:      # the first start writes the snapshot: not a sample
+            Twin(Profile.load(profile_name)).start().stop()
+        for _ in range(runs):
+            started = time.monotonic()
+            twin = Twin(Profile.load(profile_name), preinstalled=preinstalled)
+            twin.start()
+            samples.append(time.monotonic() - started)
+            twin.stop()
+    finally:
+        os.environ.pop("KSTACK_TWIN_SNAPSHOTS") if saved is None else os.environ.update(KSTACK_TWIN_SNAPSHOTS=saved)
     return samples
+
+
+def time_bare_start(profile_name: str, runs: int) -> list[float]:
+    return _time_start(profile_name, runs, preinstalled=False, snapshots=False)
+
+
+def time_install_start(profile_name: str, runs: int) -> list[float]:
+    return _time_start(profile_name, runs, preinstalled=True, snapshots=False)
+
+
+def time_restored_start(profile_name: str, runs: int) -> list[float]:
+    return _time_start(profile_name, runs, preinstalled=True, snapshots=True)
 
 
 def time_suite(profile_name: str, runs: int) -> list[float]:
@@ -49,7 +70,9 @@ def main() -> None:
     parser.add_argument("--profile", default="seed")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    for label, fn in (("twin start", time_twin_start), ("acceptance suite on the twin", time_suite)):
+    for label, fn in (("twin start, bare", time_bare_start), ("twin start, stack installed", time_install_start),
+                      ("twin start, stack restored", time_restored_start),
+                      ("acceptance suite on the twin", time_suite)):
         samples = fn(args.profile, args.runs)
         print(f"{label:32s} median {statistics.median(samples):6.2f}s  min {min(samples):6.2f}s  "
               f"max {max(samples):6.2f}s  (n={len(samples)}, profile {args.profile})")

@@ -12,10 +12,12 @@ import tempfile
 
 import yaml
 
-from installers.base import InstallContext, InstallError, split_ref
-from stack import readiness, retry
+from installers.base import InstallContext, InstallError, gate
+from stack import checks, retry
+from stack.checks import split_ref
+from stack.profile import WorkloadRef
 from stack.redact import scrub
-from stack.wait import Deadline, TerminalState, WaitTimeout, wait_for
+from stack.wait import Deadline
 
 INSTALL_DOC = "https://helm.sh/docs/intro/install/"
 MISSING_HELM = ("helm is not installed (no `helm` on PATH); the {what} needs helm v3: install it from "
@@ -23,16 +25,38 @@ MISSING_HELM = ("helm is not installed (no `helm` on PATH); the {what} needs hel
 _checked: dict[str, str] = {}     # helm path -> version, checked once per process
 
 
+class HelmVersionError(Exception):
+    """The helm found is not helm v3 (or does not say which helm it is)."""
+
+
+def helm_version(path: str, env) -> str:
+    """`helm version --short` of this binary (v3.x.y+g...), or HelmVersionError.
+
+    Only helm v3 is accepted: the profiles' charts, values and flags were verified with helm v3 only."""
+    if path not in _checked:
+        try:
+            proc = subprocess.run([path, "version", "--short"], env=dict(env), capture_output=True, text=True,
+                                  timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise HelmVersionError(f"`{path} version --short` could not run: {e}") from None
+        version = proc.stdout.strip()
+        if proc.returncode != 0:
+            raise HelmVersionError(f"`{path} version --short` failed (exit {proc.returncode}): "
+                                   f"{scrub(proc.stderr.strip() or version)[:200]}")
+        if not version.startswith("v3."):
+            raise HelmVersionError(f"{path} is helm {version or '(unknown version)'}; helm v3 is needed")
+        _checked[path] = version
+    return _checked[path]
+
+
 def find_helm(ctx: InstallContext, what: str = "install") -> str:
     path = shutil.which("helm", path=ctx.env.get("PATH", os.defpath))
     if not path:
         raise InstallError(MISSING_HELM.format(what=what))
-    if path not in _checked:
-        out = _run(ctx, [path, "version", "--short"], timeout=60, what="helm version")
-        version = out.stdout.strip()
-        if not version.startswith("v3."):
-            raise InstallError(f"{path} is helm {version or '(unknown version)'}; helm v3 is needed: {INSTALL_DOC}")
-        _checked[path] = version
+    try:
+        helm_version(path, ctx.env)
+    except HelmVersionError as e:
+        raise InstallError(f"{e}: {INSTALL_DOC}") from None
     return path
 
 
@@ -76,27 +100,28 @@ def install_release(ctx: InstallContext, component: str, release: dict, deadline
         ctx.say(component, f"{what} in {release['namespace']}{' --wait' if release.get('wait') else ''}")
         retry.call(lambda: _run(ctx, upgrade_command(helm, release, values_file, ctx, deadline.remaining()),
                                 timeout=deadline.remaining() + 30, what=what),
-                   what=what, is_transient=retry.is_install_race, deadline=deadline)
+                   what=what, layer="helm", is_transient=retry.race_signature, retries=ctx.kube.retries,
+                   deadline=deadline)
     finally:
         os.unlink(values_file)
     if release.get("ready_after"):
         wait_ready_after(ctx, component, release["ready_after"], deadline)
 
 
+def ready_after_check(component: str, refs: list[str]) -> checks.Check:
+    """Deployments named NS/NAME Ready (what helm --wait would have done, without the LoadBalancer check)."""
+    workloads = [WorkloadRef("Deployment", *_namespace_and_name(ref)) for ref in refs]
+    return checks.workloads(workloads, name=f"{component}: {', '.join(w.name for w in workloads)} ready")
+
+
+def _namespace_and_name(ref: str) -> tuple[str, str]:
+    ns, name = split_ref(ref)
+    return ns or "default", name
+
+
 def wait_ready_after(ctx: InstallContext, component: str, refs: list[str], deadline: Deadline) -> None:
-    """Wait for Deployments named NS/NAME (what helm --wait would have done, without the LoadBalancer check)."""
-    by_ns: dict[str, list[tuple[str, str, str]]] = {}
-    for ref in refs:
-        ns, name = split_ref(ref)
-        by_ns.setdefault(ns or "default", []).append(("Deployment", ns or "default", name))
-    for ns, items in by_ns.items():
-        ctx.say(component, f"waiting for {', '.join(f'{n}/{m}' for _, n, m in items)}")
-        check = readiness.workloads_check(items)
-        try:
-            wait_for(ctx.kube, readiness.workload_sources(ns), lambda s: check(s), deadline=deadline,
-                     describe=f"{component}: {', '.join(m for _, _, m in items)} ready")
-        except (WaitTimeout, TerminalState) as e:
-            raise InstallError(str(e)) from None
+    ctx.say(component, f"waiting for {', '.join(refs)}")
+    gate(ctx, ready_after_check(component, refs), deadline)
 
 
 def uninstall_release(ctx: InstallContext, component: str, release: dict) -> bool:

@@ -15,6 +15,7 @@ Jobs, CronJobs, Pods, and the containers of ClusterServingRuntimes/ServingRuntim
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import urllib.error
@@ -24,19 +25,14 @@ from pathlib import Path
 
 import yaml
 
-from installers.base import (ADMISSION_API, WEBHOOK_KINDS, Download, InstallContext, InstallError,
-                             webhooks_admit_status)
-from stack import readiness, retry
+from installers.base import Download, InstallContext, InstallError, gate
+from stack import checks, readiness, retry
+from stack.checks import ADMISSION_API, CRD_API, CRD_KIND, WEBHOOK_KINDS
 from stack.kube import KubeError, NoSuchKind
-from stack.wait import Deadline, Snapshot, Source, Status, TerminalState, WaitTimeout, wait_for
+from stack.wait import Deadline
 
-CRD_KIND = "CustomResourceDefinition"
-CRD_API = "apiextensions.k8s.io/v1"
 WORKLOAD_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job", "Pod", "CronJob"}
 RUNTIME_KINDS = {"ClusterServingRuntime", "ServingRuntime"}
-
-# Every network fetch of this process (not cache hits): for tests and evidence.
-FETCHES: list[str] = []
 
 
 # -- download -------------------------------------------------------------------------------------------------------
@@ -65,8 +61,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _download(source: str, target: Path) -> None:
-    FETCHES.append(source)
+def _download(ctx: InstallContext, source: str, target: Path) -> None:
+    ctx.fetches.append(source)
     tmp = target.with_name(target.name + ".part")
 
     def fetch():
@@ -82,7 +78,8 @@ def _download(source: str, target: Path) -> None:
         return None
 
     try:
-        retry.call(fetch, what=f"download {source}", is_transient=transient, attempts=4)
+        retry.call(fetch, what=f"download {source}", layer="download", is_transient=transient,
+                   retries=ctx.kube.retries, deadline=ctx.current_deadline(), attempts=4)
     except (urllib.error.URLError, OSError) as e:
         tmp.unlink(missing_ok=True)
         raise InstallError(f"cannot download {source}: {e}") from None
@@ -96,7 +93,7 @@ def fetch(ctx: InstallContext, url: str, sha256: str | None = None) -> tuple[Pat
     cached = path.is_file()
     if not cached:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _download(source, path)
+        _download(ctx, source, path)
     actual = _sha256(path)
     if sha256 and actual != sha256.lower():
         path.unlink(missing_ok=True)
@@ -112,7 +109,8 @@ def fetch(ctx: InstallContext, url: str, sha256: str | None = None) -> tuple[Pat
 def parse_documents(text: str) -> list[dict]:
     """Objects of a multi-document YAML: empty documents skipped, `kind: List` expanded."""
     out: list[dict] = []
-    for doc in yaml.safe_load_all(text):
+    # libyaml where PyYAML has it: release files are megabytes (KServe 0.20's CRDs), pure Python takes seconds
+    for doc in yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         if not doc:
             continue
         if not isinstance(doc, dict):
@@ -216,52 +214,75 @@ def _default_namespace(ctx: InstallContext, obj: dict) -> None:
         pass
 
 
+def _install_race(ctx: InstallContext, what: str, fn, deadline: Deadline):
+    """The install layer's retries: known install races only (API transients are retried by Kube, once)."""
+    return retry.call(fn, what=what, layer="install", is_transient=retry.race_signature, retries=ctx.kube.retries,
+                      deadline=deadline, attempts=8)
+
+
+def _client_configs(obj: dict) -> dict[str, dict]:
+    """The webhook clientConfigs of a webhook configuration (by webhook name) or of a CRD's conversion webhook."""
+    if obj.get("kind") in WEBHOOK_KINDS and obj.get("apiVersion") == ADMISSION_API:
+        return {w.get("name", ""): w["clientConfig"] for w in obj.get("webhooks") or []
+                if isinstance(w, dict) and isinstance(w.get("clientConfig"), dict)}
+    if obj.get("kind") == CRD_KIND:
+        webhook = (((obj.get("spec") or {}).get("conversion") or {}).get("webhook") or {})
+        return {"conversion": webhook["clientConfig"]} if isinstance(webhook.get("clientConfig"), dict) else {}
+    return {}
+
+
+def keep_injected_ca_bundles(ctx: InstallContext, obj: dict,
+                             deadline: Deadline | None = None) -> tuple[dict, list[str]]:
+    """The object to apply, without the placeholder caBundles (KServe ships `Cg==`) whose live value is a valid,
+    injected CA: a re-apply (--install always) must not reset what cert-manager's cainjector wrote, or the webhooks
+    refuse every call until it re-injects. Safe under server-side apply: the cainjector's write took the field's
+    ownership from our field manager, so leaving it out removes nothing. Returns (object, names of kept bundles)."""
+    placeholders = [name for name, cc in _client_configs(obj).items()
+                    if "caBundle" in cc and readiness.ca_bundle_problem(cc["caBundle"])]
+    if not placeholders:
+        return obj, []
+    meta = obj.get("metadata") or {}
+    try:
+        live = ctx.kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), deadline=deadline)
+    except NoSuchKind:
+        live = None
+    live_configs = _client_configs(live or {})
+    kept = [name for name in placeholders
+            if name in live_configs and readiness.ca_bundle_problem(live_configs[name].get("caBundle")) is None]
+    if not kept:
+        return obj, []
+    obj = copy.deepcopy(obj)
+    for name in kept:
+        del _client_configs(obj)[name]["caBundle"]
+    return obj, kept
+
+
 def apply_object(ctx: InstallContext, obj: dict, deadline: Deadline, what: str = "") -> dict:
     """Server-side apply with retries on install-race signatures only; anything else raises InstallError at once."""
     def attempt():
         _default_namespace(ctx, obj)
-        return ctx.kube.apply(obj)
+        return ctx.kube.apply(obj, deadline=deadline)
 
     try:
-        return retry.call(attempt, what=f"apply {_ref(obj)}", is_transient=retry.is_install_race, deadline=deadline)
+        return _install_race(ctx, f"apply {_ref(obj)}", attempt, deadline)
     except KubeError as e:
         raise InstallError(f"{what + ': ' if what else ''}applying {_ref(obj)} failed: {e}") from e
 
 
 def wait_crds_established(ctx: InstallContext, crds: list[dict], deadline: Deadline, component: str) -> None:
-    names = {c["metadata"]["name"]: [v["name"] for v in (c.get("spec") or {}).get("versions", []) if v.get("served")]
-             for c in crds}
-    if not names:
-        return
-
-    def check(snap: Snapshot) -> Status:
-        by_name = {o["metadata"]["name"]: o for o in snap.items(0)}
-        statuses = [readiness.crd_status(by_name.get(n), n, v) for n, v in names.items()]
-        pending = [s.observed for s in statuses if not s.done]
-        return Status(not pending, "; ".join(pending) or f"{len(names)} CRDs Established")
-
-    try:
-        wait_for(ctx.kube, [Source(CRD_API, CRD_KIND)], check, deadline=deadline,
-                 describe=f"{component}: CRDs Established")
-    except (WaitTimeout, TerminalState) as e:
-        raise InstallError(str(e)) from None
+    specs = [{"name": c["metadata"]["name"],
+              "versions": [v["name"] for v in (c.get("spec") or {}).get("versions", []) if v.get("served")]}
+             for c in crds]
+    if specs:
+        gate(ctx, checks.crds(specs, name=f"{component}: CRDs Established"), deadline)
 
 
 def wait_webhooks_admit(ctx: InstallContext, names: list[str], deadline: Deadline, component: str, why: str) -> None:
     """Wait until the named webhook configurations admit: caBundle valid and their Services' Endpoints non-empty."""
     if not names:
         return
-    sources = [Source(ADMISSION_API, k) for k in WEBHOOK_KINDS] + [Source("v1", "Endpoints")]
-
-    def check(snap: Snapshot) -> Status:
-        eps = {f"{o['metadata'].get('namespace')}/{o['metadata']['name']}": o for o in snap.items(2)}
-        return webhooks_admit_status(snap.items(0) + snap.items(1), eps, names)
-
     ctx.say(component, f"waiting for webhooks {', '.join(names)} before {why}")
-    try:
-        wait_for(ctx.kube, sources, check, deadline=deadline, describe=f"{component}: webhooks before {why}")
-    except (WaitTimeout, TerminalState) as e:
-        raise InstallError(str(e)) from None
+    gate(ctx, checks.webhooks_admit(names, ctx.profile), deadline, f"{component}: webhooks before {why}")
 
 
 def apply_objects(ctx: InstallContext, component: str, objs: list[dict], deadline: Deadline, label: str,
@@ -275,14 +296,37 @@ def apply_objects(ctx: InstallContext, component: str, objs: list[dict], deadlin
     if namespace_first and not any(n["metadata"]["name"] == namespace_first for n in namespaces):
         namespaces.insert(0, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace_first}})
     ctx.say(component, f"applying {label} ({len(objs)} objects)")
+
+    def apply(obj: dict) -> None:
+        obj, kept = keep_injected_ca_bundles(ctx, obj, deadline)
+        if kept:
+            ctx.say(component, f"{label}: {_ref(obj)} keeps its injected caBundle ({', '.join(kept)})")
+        apply_object(ctx, obj, deadline, label)
+
     for obj in namespaces + crds:
-        apply_object(ctx, obj, deadline, label)
-    if crds:
-        ctx.say(component, f"{label}: waiting for {len(crds)} CRDs to be Established")
-        wait_crds_established(ctx, crds, deadline, component)
+        apply(obj)
+    # A CRD whose conversion webhook gets its CA from cert-manager (KServe's InferenceService) is not Established
+    # until the cainjector fills the caBundle ("InvalidCABundle"), and that needs the Certificate applied below:
+    # wait for it after the rest, as one `kubectl apply -f` lets it settle.
+    injected = [c for c in crds if awaits_ca_injection(c)]
+    first = [c for c in crds if c not in injected]
+    if first:
+        ctx.say(component, f"{label}: waiting for {len(first)} CRDs to be Established")
+        wait_crds_established(ctx, first, deadline, component)
     for obj in rest:
-        apply_object(ctx, obj, deadline, label)
+        apply(obj)
+    if injected:
+        ctx.say(component, f"{label}: waiting for {len(injected)} CRDs whose conversion webhook CA cert-manager "
+                           f"injects to be Established")
+        wait_crds_established(ctx, injected, deadline, component)
     return len(namespaces) + len(crds) + len(rest)
+
+
+def awaits_ca_injection(crd: dict) -> bool:
+    annotations = (crd.get("metadata") or {}).get("annotations") or {}
+    conversion = (crd.get("spec") or {}).get("conversion") or {}
+    return conversion.get("strategy") == "Webhook" and any(
+        a in annotations for a in ("cert-manager.io/inject-ca-from", "cert-manager.io/inject-ca-from-secret"))
 
 
 def manifest_label(manifest: dict) -> str:
@@ -304,9 +348,9 @@ def apply_patch(ctx: InstallContext, component: str, patch: dict, deadline: Dead
     wait_webhooks_admit(ctx, patch.get("needs_webhooks") or [], deadline, component, f"patching {ref}")
     ctx.say(component, f"patching {ref}")
     try:
-        return retry.call(lambda: ctx.kube.merge_patch(patch["apiVersion"], patch["kind"], patch["name"],
-                                                       patch.get("namespace"), patch["merge"]),
-                          what=f"patch {ref}", is_transient=retry.is_install_race, deadline=deadline)
+        return _install_race(ctx, f"patch {ref}", lambda: ctx.kube.merge_patch(
+            patch["apiVersion"], patch["kind"], patch["name"], patch.get("namespace"), patch["merge"],
+            deadline=deadline), deadline)
     except KubeError as e:
         raise InstallError(f"{component}: patching {ref} failed: {e}") from e
 

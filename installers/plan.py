@@ -8,42 +8,35 @@ Modes: auto  - install what is absent, skip what runs at the profile's version, 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from installers.addons import addon_for
-from installers.base import Addon, Download, InstallContext, InstallError, Readiness
+from installers.base import Addon, InstallContext, InstallError
+from stack.failures import Category, category_of
+from stack.record import ComponentResult, Download, InstallResult
+from stack.snapshot import Status
 from stack.versions import normalise_version, same_version
 from stack.wait import Deadline
 
-
-@dataclass
-class ComponentReport:
-    name: str
-    action: str                      # installed | upgraded | reapplied | skipped | none
-    seconds: float
-    wanted: str
-    found: str | None                # running version before the install (None: absent)
-    detail: str = ""
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
+ACTIONS = {"skip": "skipped", "install": "installed", "reapply": "reapplied", "upgrade": "upgraded"}
 
 
-@dataclass
-class InstallReport:
-    mode: str
-    components: list[ComponentReport] = field(default_factory=list)
-    downloads: list[Download] = field(default_factory=list)
-    seconds: float = 0.0
-    budget: float = 0.0
+def component_result(result: InstallResult, name: str) -> ComponentResult:
+    return next(c for c in result.components if c.name == name)
 
-    def component(self, name: str) -> ComponentReport:
-        return next(c for c in self.components if c.name == name)
 
-    def to_dict(self) -> dict:
-        return {"mode": self.mode, "seconds": round(self.seconds, 3), "budget": self.budget,
-                "components": [c.to_dict() for c in self.components],
-                "downloads": [d.to_dict() for d in self.downloads]}
+def failed(error: BaseException, component: str | None, step: str) -> InstallError:
+    """The InstallError of a failed step, naming the component, the step, the original error type and the cause's
+    category (an InstallError raised deeper keeps what it already knew)."""
+    if isinstance(error, InstallError) and error.component:
+        return error
+    cause = error.__cause__ if isinstance(error, InstallError) and error.__cause__ else error
+    message = str(error)
+    if component and not message.startswith(component):
+        message = f"{component}: {message}"
+    out = InstallError(message, category=category_of(error) or Category.INSTALL, component=component, step=step,
+                       error_type=type(cause).__name__)
+    out.__cause__ = error
+    return out
 
 
 class Plan:
@@ -59,7 +52,10 @@ class Plan:
         decisions = {}
         for addon in self.addons:
             wanted = addon.component.version
-            found = addon.installed_version(self.ctx)
+            try:
+                found = addon.installed_version(self.ctx)
+            except Exception as e:
+                raise failed(e, addon.name, "reading the running version") from e
             if self.ctx.mode == "never":
                 action = "none"
             elif found is None:
@@ -68,17 +64,30 @@ class Plan:
                 action = "skip" if self.ctx.mode == "auto" else "reapply"
             elif self.ctx.mode == "auto":
                 raise InstallError(f"{addon.name} {found} is running but the profile wants {normalise_version(wanted)}; "
-                                   "rerun with --install always to upgrade")
+                                   "rerun with --install always to upgrade", category=Category.INSTALL,
+                                   component=addon.name, step="version check", error_type="InstallError")
             else:
                 action = "upgrade"
             decisions[addon.name] = (action, found)
         return decisions
 
-    def install(self) -> InstallReport:
+    def install(self) -> InstallResult:
+        """Install (or skip) every component; an InstallError naming the component and the step when one fails.
+        The install is a phase (and each component's part of it), recorded whether it finishes or not."""
         ctx = self.ctx
         budget = ctx.install_budget()
         deadline = ctx.deadline = Deadline(budget, "install")
-        report = InstallReport(mode=ctx.mode, budget=budget)
+        try:
+            report = self._install(budget, deadline)
+        except Exception as e:
+            ctx.phase("install", deadline.elapsed(), budget, e)
+            raise
+        ctx.phase("install", report.seconds, budget)
+        return report
+
+    def _install(self, budget: float, deadline: Deadline) -> InstallResult:
+        ctx = self.ctx
+        report = InstallResult(ok=True, mode=ctx.mode, budget=budget)
         decisions = self._decide()
         for index, addon in enumerate(self.addons):
             action, found = decisions[addon.name]
@@ -86,37 +95,43 @@ class Plan:
             start = time.monotonic()
             if action == "none":
                 ctx.say(addon.name, f"install mode never: not installing ({found or 'absent'} on the cluster)")
-                report.components.append(ComponentReport(addon.name, "none", 0.0, wanted, found))
+                report.components.append(ComponentResult(addon.name, "none", 0.0, wanted, found))
                 continue
-            if action == "skip":
-                ctx.say(addon.name, f"already at {found}; skipping")
-                # Gate a skipped component only when something is installed after it (it depends on it). Otherwise
-                # its readiness is what the acceptance suites check, test by test, rather than one install error.
-                if any(decisions[a.name][0] in ("install", "reapply", "upgrade") for a in self.addons[index + 1:]):
-                    addon.wait_ready(ctx, deadline, functional=False)     # read-only gate: no writes on a rerun
-                detail = f"already at {found}"
-            else:
-                verb = {"install": "installing", "reapply": "re-applying", "upgrade": f"upgrading from {found} to"}[action]
-                ctx.say(addon.name, f"{verb} {wanted}")
-                try:
-                    addon.install(ctx)
-                    ctx.say(addon.name, "waiting until ready")
-                    addon.wait_ready(ctx, deadline, functional=True)
-                except InstallError as e:
-                    raise InstallError(f"{addon.name}: {e}" if not str(e).startswith(addon.name) else str(e)) from e
-                detail = ""
+            # Gate a skipped component only when something is installed after it (it depends on it). Otherwise its
+            # readiness is what the acceptance suites check, test by test, rather than one install error.
+            gate_skipped = any(decisions[a.name][0] in ("install", "reapply", "upgrade") for a in self.addons[index + 1:])
+            try:
+                detail = self._run(addon, action, found, wanted, gate_skipped, deadline)
+            except Exception as e:
+                ctx.phase(f"install/{addon.name}", time.monotonic() - start, budget, e)
+                raise failed(e, addon.name, ctx.step) from e
             seconds = time.monotonic() - start
             ctx.say(addon.name, f"ready ({seconds:.1f}s)")
             ctx.phase(f"install/{addon.name}", seconds, budget)
-            report.components.append(ComponentReport(
-                addon.name, {"skip": "skipped", "install": "installed", "reapply": "reapplied",
-                             "upgrade": "upgraded"}[action], round(seconds, 3), wanted, found, detail))
-        report.seconds = deadline.elapsed()
-        report.downloads = list(ctx.downloads)
-        ctx.phase("install", report.seconds, budget)
+            report.components.append(ComponentResult(addon.name, ACTIONS[action], round(seconds, 3), wanted, found,
+                                                     detail))
+        report.seconds = round(deadline.elapsed(), 3)
+        report.downloads = [Download(d.url, d.sha256, d.pinned) for d in ctx.downloads]
         return report
 
-    def ready(self) -> dict[str, Readiness]:
+    def _run(self, addon: Addon, action: str, found: str | None, wanted: str, gate_skipped: bool,
+             deadline: Deadline) -> str:
+        """Install (or skip) one component and wait for it; the detail of its report line."""
+        ctx = self.ctx
+        if action == "skip":
+            ctx.say(addon.name, f"already at {found}; skipping")
+            if gate_skipped:
+                addon.wait_ready(ctx, deadline, functional=False)     # read-only gate: no writes on a rerun
+            return f"already at {found}"
+        verb = {"install": "installing", "reapply": "re-applying", "upgrade": f"upgrading from {found} to"}[action]
+        ctx.say(addon.name, f"{verb} {wanted}")
+        ctx.step = "install"
+        addon.install(ctx)
+        ctx.say(addon.name, "waiting until ready")
+        addon.wait_ready(ctx, deadline, functional=True)
+        return ""
+
+    def ready(self) -> dict[str, Status]:
         """One look at every component (non-blocking)."""
         return {a.name: a.ready(self.ctx) for a in self.addons}
 

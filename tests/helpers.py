@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
+import json
 import os
+import re
 import shutil
-import socket
+import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -39,39 +43,75 @@ def headless_chromium(url: str, profile_dir: Path, *flags: str, timeout: float =
 
 
 def run_pytest(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run pytest as a user would, in a subprocess, from the project root."""
+    """Run pytest as a user would, in a subprocess, from the project root. An acceptance run writes its results
+    and sign-off into a temporary folder unless the caller names them, never over the checkout's reports/."""
+    scratch = None
+    if args and str(args[0]).startswith("suites") and "--collect-only" not in args:
+        scratch = Path(tempfile.mkdtemp(prefix="kstack-selftest-"))
+        if not any(str(a).startswith("--alluredir") for a in args):
+            args = (*args, "--alluredir", str(scratch / "allure-results"))
+        if not any(str(a).startswith("--signoff-dir") for a in args):
+            args = (*args, "--signoff-dir", str(scratch / "out"))
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PYTEST_XDIST_WORKER", None)
     full_env.pop("KSTACK_HANDOFF", None)
-    return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    try:
+        return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=cwd, env=full_env, capture_output=True,
+                              text=True, timeout=timeout)
+    finally:
+        if scratch is not None:       # the caller named no folder, so reads none of it
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+# A Docker host with room for every shipped profile (GET /info: NCPU, MemTotal).
+ROOMY_DOCKER_HOST = {"NCPU": 8, "MemTotal": 16 * 1024 ** 3, "ServerVersion": "27.3.1", "OperatingSystem": "fake"}
 
 
 @contextlib.contextmanager
-def fake_docker_daemon(directory: Path):
-    """A unix socket answering Docker's /_ping with 200, so the preflight sees a daemon: yields its DOCKER_HOST."""
-    path = directory / "docker.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(8)
-    server.settimeout(0.2)
-    stop = threading.Event()
+def fake_docker_daemon(directory: Path, info: dict | None = None, containers: dict | None = None,
+                       name: str = "docker.sock"):
+    """A unix socket speaking enough of the Docker Engine API for the preflight and the kind path: GET /_ping,
+    GET /info (`info`, default ROOMY_DOCKER_HOST) and GET /containers/NAME/json (`containers`: name -> inspect
+    document; the dict may be filled in later). Yields its DOCKER_HOST (unix://...)."""
+    path = directory / name
+    info = dict(ROOMY_DOCKER_HOST if info is None else info)
+    containers = {} if containers is None else containers
 
-    def serve():
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.recv(1024)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            route = self.path.split("?")[0]
+            route = re.sub(r"^/v[0-9.]+/", "/", route)
+            if route == "/_ping":
+                self._send(200, b"OK", "text/plain")
+            elif route == "/info":
+                self._send(200, json.dumps(info).encode())
+            elif (m := re.fullmatch(r"/containers/([^/]+)/json", route)) and m.group(1) in containers:
+                self._send(200, json.dumps(containers[m.group(1)]).encode())
+            else:
+                self._send(404, json.dumps({"message": f"No such container: {route}"}).encode())
 
-    thread = threading.Thread(target=serve, daemon=True)
+        def _send(self, status: int, body: bytes, content_type: str = "application/json"):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def address_string(self):
+            return "unix"
+
+        def log_message(self, *args):
+            pass
+
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+    server = Server(str(path), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:
         yield f"unix://{path}"
     finally:
-        stop.set()
+        server.shutdown()
+        server.server_close()
         thread.join(timeout=2)
-        server.close()

@@ -27,6 +27,7 @@ touch "$here/clusters"
 arg() { for a in "$@"; do case "$a" in --$KEY=*) echo "${a#--$KEY=}";; esac; done; }
 case "$1 ${2:-}" in
   "get clusters") cat "$here/clusters" ;;
+  "get nodes") KEY=name name=$(arg "$@"); echo "$name-control-plane" ;;
   "create cluster") KEY=name name=$(arg "$@"); KEY=kubeconfig kc=$(arg "$@")
       prev=""; for a in "$@"; do [ "$prev" = "--config" ] && cp "$a" "$here/kind-config.yaml"; prev="$a"; done
       sed "s/: twin$/: kind-$name/" \
@@ -42,9 +43,17 @@ esac
 """
 
 
+def node_container(profile: Profile, name: str) -> dict:
+    """`docker inspect NAME-control-plane` of a node kind created with this profile's kind config."""
+    port = profile.kind["ingress_node_port"]
+    return {"Name": f"/{name}-control-plane", "Config": {"Image": profile.kind["node_image"]},
+            "HostConfig": {"PortBindings": {f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}}
+
+
 @pytest.fixture
 def fake_docker(tmp_path):
-    with fake_docker_daemon(tmp_path) as docker_host:
+    containers = {"kt-control-plane": node_container(Profile.load("seed"), "kt")}
+    with fake_docker_daemon(tmp_path, containers=containers) as docker_host:
         yield docker_host
 
 
@@ -137,3 +146,19 @@ def test_kind_without_helm_is_one_clear_error(tmp_path, fake_docker):
     proc = run_pytest("suites/acceptance", env={"DOCKER_HOST": fake_docker, "PATH": str(python_only)}, timeout=60)
     assert proc.returncode == 4
     assert "`helm` not found on PATH" in proc.stderr and "helm.sh" in proc.stderr
+
+
+def test_helm_4_is_refused_before_any_kind_command(tmp_path, fake_docker):
+    """Preflight checks helm's version, so a helm 4 on PATH stops the run before a cluster exists."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "helm").write_text("#!/bin/sh\n[ \"$1\" = version ] && echo v4.0.0+g0d6d3ed\nexit 0\n")
+    (bin_dir / "helm").chmod(0o755)
+    kind = bin_dir / "kind"
+    kind.write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path / 'kind.log'}\nexit 1\n")
+    kind.chmod(0o755)
+    proc = run_pytest("suites/acceptance", "--kind-bin", str(kind),
+                      env={"DOCKER_HOST": fake_docker, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, timeout=60)
+    assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "is helm v4.0.0+g0d6d3ed" in proc.stderr and "helm v3" in proc.stderr and "remedy:" in proc.stderr
+    assert not (tmp_path / "kind.log").exists(), "kind ran before the helm check"

@@ -48,7 +48,7 @@ def test_without_docker_the_default_run_stops_fast_with_one_message():
     errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1, out.stderr
     assert "Docker daemon unreachable" in out.stderr
-    assert "--cluster existing --kubeconfig" in out.stderr and "--cluster twin" in out.stderr
+    assert "--cluster existing --kubeconfig" in out.stderr and "make acceptance-twin" in out.stderr
     assert "passed" not in out.stdout and "failed" not in out.stdout
 
 
@@ -73,7 +73,7 @@ def test_docker_check_names_docker_and_the_alternatives():
     with pytest.raises(preflight.PreflightError) as e:
         preflight.check_docker(NO_DOCKER)
     assert "Docker daemon unreachable" in e.value.problem
-    assert "--cluster twin" in e.value.remedy
+    assert "make acceptance-twin" in e.value.remedy
 
 
 def test_docker_check_passes_when_the_daemon_answers(tmp_path):
@@ -89,12 +89,58 @@ def test_missing_helm_is_found_through_path(tmp_path, monkeypatch):
     preflight.check_helm_if_needed(Profile.load("seed"), "never")   # nothing to install: helm not needed
 
 
-def test_helm_found_through_path(tmp_path, monkeypatch):
-    helm = tmp_path / "helm"
-    helm.write_text("#!/bin/sh\n")
+def stub_helm(directory: Path, version_line: str, exit_code: int = 0) -> Path:
+    """A `helm` that answers `helm version --short` with version_line (what helm 3 and helm 4 print)."""
+    helm = directory / "helm"
+    helm.write_text(f"#!/bin/sh\n[ \"$1\" = version ] && echo '{version_line}'\nexit {exit_code}\n")
     helm.chmod(0o755)
+    return helm
+
+
+def test_helm_found_through_path(tmp_path, monkeypatch):
+    stub_helm(tmp_path, "v3.15.4+gfa9efb0")
     monkeypatch.setenv("PATH", str(tmp_path))
     preflight.check_helm_if_needed(Profile.load("seed"), "auto")
+
+
+@pytest.mark.parametrize("version_line", ["v4.0.0+g0d6d3ed", "v2.17.0+ga690bad", ""])
+def test_helm_other_than_v3_is_one_clear_error_at_preflight(tmp_path, monkeypatch, version_line):
+    stub_helm(tmp_path, version_line)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(preflight.PreflightError) as e:
+        preflight.check_helm_if_needed(Profile.load("seed"), "auto")
+    assert f"{tmp_path / 'helm'} is helm {version_line or '(unknown version)'}" in e.value.problem
+    assert "helm v3" in e.value.problem
+    assert "helm.sh" in e.value.remedy and "v3" in e.value.remedy and "PATH" in e.value.remedy
+
+
+def test_a_helm_that_fails_to_report_its_version_is_one_clear_error(tmp_path, monkeypatch):
+    stub_helm(tmp_path, "Error: unknown flag", exit_code=1)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(preflight.PreflightError, match="helm version --short"):
+        preflight.check_helm_if_needed(Profile.load("seed"), "auto")
+
+
+def test_an_unreachable_api_server_is_one_message_with_its_cause(tmp_path):
+    """A closed port: the suite's own retries are logged, urllib3 retries nothing under them, and the error says the
+    cause once (not urllib3's "Max retries exceeded ... Caused by ...")."""
+    import socket
+    with socket.socket() as s:          # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "x",
+                                    "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                                    "users": [{"name": "u", "user": {"token": "t"}}],
+                                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}]}))
+    out = run_pytest("suites/acceptance", "--cluster", "existing", "--kubeconfig", str(path), "--alluredir",
+                     str(tmp_path / "r"), "--signoff-dir", str(tmp_path / "o"), timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode == 4, text
+    errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: preflight failed: API server unreachable at https://127.0.0.1:{port}: "
+                      "[Errno 111] Connection refused"], text
+    assert "urllib3.connectionpool" not in text and "Max retries exceeded" not in errors[0]
 
 
 def test_kubeconfig_with_unknown_context(tmp_path):
@@ -134,6 +180,14 @@ def test_api_unreachable_and_version_outside_the_range():
     assert preflight.check_api(_FakeKube("27+"), Profile.load("seed"))["minor"] == "27+"
 
 
+def test_the_twins_version_outside_the_range_is_a_limitation_not_a_preflight_failure(capsys):
+    """The twin runs one Kubernetes for every profile; a real cluster outside the range still fails."""
+    assert preflight.check_api(_FakeKube("34"), Profile.load("seed"), is_twin=lambda: True)["minor"] == "34"
+    assert "a limitation of the simulation" in capsys.readouterr().out
+    with pytest.raises(preflight.PreflightError, match="outside profile 'seed''s supported range"):
+        preflight.check_api(_FakeKube("34"), Profile.load("seed"), is_twin=lambda: False)
+
+
 def test_kind_config_maps_the_gateway_node_port():
     config = kind_config(Profile.load("seed"), "kindest/node:v1.27.3@sha256:" + "0" * 64)
     mapping = config["nodes"][0]["extraPortMappings"][0]
@@ -145,3 +199,30 @@ def test_kind_binary_is_pinned_per_profile_not_the_plugins_default():
     assert plugin_cluster.KIND_VERSION == "v0.17.0"     # why we pin our own
     assert Profile.load("seed").kind["version"] == "v0.20.0"
     assert Profile.load("latest").kind["version"] != "v0.17.0"
+
+
+def test_a_run_stopped_at_preflight_leaves_no_stale_verdict_but_an_error_signoff(tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "signoff.json").write_text('{"verdict": "PASS"}')
+    (out_dir / "results-bundle.tar.gz").write_bytes(b"old")
+    (out_dir / "notes.txt").write_text("the user's own file")
+    out = run_pytest("suites/acceptance", "--profile", "nope", "--signoff-dir", str(out_dir), env=NO_DOCKER,
+                     timeout=60)
+    assert out.returncode == 4
+    import json
+    doc = json.loads((out_dir / "signoff.json").read_text())
+    assert doc["verdict"] == "ERROR"
+    assert doc["verdict_reasons"] == ["the run stopped before any check ran: bad options: profile: unknown profile 'nope'; "
+                                      "available profiles: latest, latest-standard, seed"]
+    assert "# KServe stack sign-off: ERROR" in (out_dir / "signoff.md").read_text()
+    assert (out_dir / "notes.txt").read_text() == "the user's own file"      # only the sign-off's own files go
+
+
+def test_a_run_without_docker_writes_an_error_signoff_naming_the_preflight(tmp_path):
+    out = run_pytest("suites/acceptance", "--signoff-dir", str(tmp_path / "out"), env=NO_DOCKER, timeout=60)
+    assert out.returncode == 4
+    import json
+    doc = json.loads((tmp_path / "out" / "signoff.json").read_text())
+    assert doc["verdict"] == "ERROR" and "preflight failed: " in doc["verdict_reasons"][0]
+    assert "Docker daemon unreachable" in doc["verdict_reasons"][0]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -84,3 +85,17 @@ def test_subset_profile_kserve_alone_assumes_the_rest_present(tmp_path):
     path.write_text(yaml.safe_dump(data))
     profile = Profile.load(str(path))
     assert [c.name for c in profile.install_order()] == ["kserve"]
+
+
+def test_the_readme_states_the_docker_host_each_profile_needs():
+    """The README's kind prerequisites are the numbers stack/resources.py sums from the profiles' requests."""
+    import re
+
+    from stack.resources import stack_requests
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in available_profiles():
+        need = stack_requests(Profile.load(name))
+        cpus, gib = need.minimum_host()
+        row = (f"| {name} | {need.cpu_millis / 1000:g} CPU, {need.memory_gib:.1f} GiB | "
+               f"{cpus} CPUs, {gib} GiB memory |")
+        assert row in readme, f"README lacks {row!r}; it says: {re.findall(rf'^[|] {name} [|].*$', readme, re.M)}"

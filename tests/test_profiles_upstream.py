@@ -147,6 +147,27 @@ def test_seed_kserve_deployments_and_images(seed, kserve_011):
         assert not missing, f"{key}: profile labels {missing} are not on the upstream pod template {upstream_labels[key]}"
 
 
+def test_seed_kserve_requests_match_kserve_yaml(seed, kserve_011):
+    """The pod requests the Docker host check sums (stack/resources.py): each Deployment's containers together, and
+    the storage-initializer init container's from inferenceservice-config."""
+    import json
+
+    from stack.resources import cpu_millis, memory_bytes
+
+    def pod(containers):
+        reqs = [(c.get("resources") or {}).get("requests") or {} for c in containers]
+        return sum(cpu_millis(r.get("cpu")) for r in reqs), sum(memory_bytes(r.get("memory")) for r in reqs)
+
+    upstream = {f'{d["metadata"]["namespace"]}/{d["metadata"]["name"]}': pod(d["spec"]["template"]["spec"]["containers"])
+                for d in _of_kind(kserve_011, "Deployment")}
+    profile = {f'{w["namespace"]}/{w["name"]}': (cpu_millis(w["requests"].get("cpu")), memory_bytes(w["requests"].get("memory")))
+               for w in seed.components["kserve"].inventory["deployments"]}
+    _assert_same("kserve Deployments (pod requests: millicores, bytes)", profile, upstream)
+    config = next(d for d in _of_kind(kserve_011, "ConfigMap") if d["metadata"]["name"] == "inferenceservice-config")
+    initializer = json.loads(config["data"]["storageInitializer"])
+    assert seed.data["iris"]["init_requests"] == {"cpu": initializer["cpuRequest"], "memory": initializer["memoryRequest"]}
+
+
 def test_seed_kserve_image_overrides_are_used(seed, kserve_011):
     """Every image_overrides key replaces an image that kserve.yaml really references (no stale overrides)."""
     images = {c["image"] for d in _of_kind(kserve_011, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]}

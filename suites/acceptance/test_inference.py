@@ -6,23 +6,20 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import allure
 import pytest
 import requests
 
-from fixtures.cluster import discover_ingress_url
-from fixtures.namespaces import NamespaceFactory
-from fixtures.plugin import handoff
 from stack import retry
+from stack.checks import ISVC_API, ISVC_KIND, inference_service
 from stack.diagnostics import collect
-from stack.readiness import condition_true, pods_summary
+from stack.failures import Category, expect
 from stack.redact import register_secret
-from stack.wait import Deadline, Source, Status, wait_for
+from stack.wait import Deadline, wait_for
 
-ISVC = ("serving.kserve.io/v1beta1", "InferenceService")
+ISVC = (ISVC_API, ISVC_KIND)
 NAME = "sklearn-iris"
 V1_INPUT = {"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}
 V2_INPUT = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32",
@@ -32,7 +29,7 @@ SETTLING = {404, 502, 503}   # the gateway's answers while routes settle; nothin
 S3_ENV = ("KSTACK_S3_ENDPOINT", "KSTACK_S3_REGION", "KSTACK_S3_URI", "KSTACK_S3_ACCESS_KEY_ID", "KSTACK_S3_SECRET_ACCESS_KEY")
 
 pytestmark = [pytest.mark.area("inference", story="sklearn Iris InferenceService", feature="kserve"),
-              pytest.mark.severity("blocker")]
+              pytest.mark.severity("blocker"), pytest.mark.needs("stack")]
 proves_iris = pytest.mark.criteria("AC-IRIS-PREDICT")
 
 
@@ -59,52 +56,31 @@ def isvc_manifest(profile, namespace: str, storage_uri: str | None = None, servi
     return {"apiVersion": ISVC[0], "kind": ISVC[1], "metadata": meta, "spec": {"predictor": predictor}}
 
 
-def isvc_check(namespace: str):
-    def check(snap) -> Status:
-        isvc = next(iter(snap.items(0)), None)
-        problems, terminal = pods_summary(snap.items(1))
-        if isvc is None:
-            return Status(False, f"inferenceservice {namespace}/{NAME} absent")
-        conds = {t: condition_true(isvc, t) for t in ("PredictorReady", "IngressReady", "Ready")}
-        url = (isvc.get("status") or {}).get("url")
-        done = all(conds.values()) and bool(url)
-        details = [c for c in (isvc.get("status") or {}).get("conditions", []) if c.get("status") != "True"]
-        text = f"inferenceservice {namespace}/{NAME}: " + ", ".join(f"{k}={v}" for k, v in conds.items())
-        if details:
-            text += "; " + "; ".join(f"{c['type']}: {c.get('reason', '')} {c.get('message', '')}".strip() for c in details)
-        if problems:
-            text += f"; pods: {problems}"
-        return Status(done, text, None if done else (text if terminal else None))
-    return check
-
-
 def deploy_and_wait(kube, namespace: str, manifest: dict, budget: Deadline) -> tuple[dict, float]:
     started = time.monotonic()
     with allure.step(f"apply InferenceService {namespace}/{NAME}"):
-        retry.call(lambda: kube.apply(manifest), what="apply InferenceService", is_transient=retry.is_install_race,
-                   deadline=budget)
+        # The KServe webhook may still race (caBundle, endpoints): those signatures only, under the test's deadline.
+        retry.call(lambda: kube.apply(manifest, deadline=budget), what="apply InferenceService", layer="apply",
+                   is_transient=retry.race_signature, retries=kube.retries, deadline=budget)
     with allure.step("wait for Ready, PredictorReady and IngressReady"):
-        sources = [Source(*ISVC, namespace, field_selector=f"metadata.name={NAME}"), Source("v1", "Pod", namespace)]
-        snap = wait_for(kube, sources, isvc_check(namespace), deadline=budget,
-                        describe=f"inferenceservice {namespace}/{NAME} Ready")
-    return snap.items(0)[0], time.monotonic() - started
+        snap = wait_for(kube, inference_service(namespace, NAME), budget)
+    return snap.get(*ISVC, NAME, namespace), time.monotonic() - started
 
 
 class Predictor:
     """Calls the model through the profile's route, retrying only while routes settle."""
 
-    def __init__(self, kube, profile, cluster, isvc: dict, budget: Deadline):
+    def __init__(self, kube, profile, ingress_url: str | None, isvc: dict, budget: Deadline):
         self.kube, self.profile, self.isvc, self.budget = kube, profile, isvc, budget
         self.route = profile.iris["route"]
         self.namespace = isvc["metadata"]["namespace"]
         self.host = urlparse(isvc["status"]["url"]).hostname
-        self.base = cluster.ingress_url
+        self.base = ingress_url
         if self.route == "ingress-gateway" and not self.base:
-            self.base = discover_ingress_url(kube, profile.gateway)
-            if not self.base:
-                pytest.fail("cannot reach the ingress gateway from here: set KSTACK_INGRESS_URL", pytrace=False)
+            pytest.fail("cannot reach the ingress gateway from here: set KSTACK_INGRESS_URL", pytrace=False)
 
-    def post(self, path: str, payload: dict) -> tuple[dict, float]:
+    def post(self, path: str, payload: dict, evidence=None, what: str = "") -> tuple[dict, float]:
+        """The answer and its latency; with `evidence`, the exchange is recorded as `what`."""
         def once():
             started = time.monotonic()
             if self.route == "service-proxy":
@@ -114,11 +90,18 @@ class Predictor:
                 status, text = r.status_code, r.text
             if status in SETTLING:
                 raise RouteSettling(status, text)
-            assert status == 200, f"predict {path} via {self.route} answered HTTP {status}: {text[:300]}"
+            expect(status == 200, Category.PREDICT, f"predict {path} via {self.route} answered HTTP {status}: {text[:300]}")
             return json.loads(text), time.monotonic() - started
         with allure.step(f"POST {path} via {self.route} (Host {self.host})"):
-            return retry.call(once, what=f"predict {path}", attempts=12, deadline=self.budget,
-                              is_transient=lambda e: f"gateway answered {e.status}" if isinstance(e, RouteSettling) else None)
+            body, seconds = retry.call(once, what=f"predict {path}", layer="predict", attempts=12,
+                                       deadline=self.budget, retries=self.kube.retries,
+                                       is_transient=lambda e: f"gateway answered {e.status}"
+                                       if isinstance(e, RouteSettling) else None)
+        if evidence is not None:
+            via = self.base if self.route == "ingress-gateway" else f"the API server's service proxy to {NAME}-predictor"
+            evidence.add(what, {"POST": f"{path} via {self.route} ({via}, Host {self.host})", "request": payload,
+                                "response": body, "latency": f"{seconds:.3f} s"})
+        return body, seconds
 
 
 class RouteSettling(Exception):
@@ -128,15 +111,15 @@ class RouteSettling(Exception):
 
 
 @pytest.fixture(scope="module")
-def iris(request, pytestconfig, profile, kube, stack, cluster, run_options):
+def iris(profile, kube, stack, namespace_factory, run_options, phase):
     """The Iris InferenceService, deployed once for this module in a namespace of its own."""
     if not profile.has("kserve"):
         pytest.skip("the profile has no kserve")
-    factory = NamespaceFactory(kube, Path(handoff(pytestconfig)["workdir"]).name)
+    factory = namespace_factory()
     ns = factory.make("iris")
-    budget = Deadline(run_options.budget("inference_service"), "inference_service")
     try:
-        isvc, seconds = deploy_and_wait(kube, ns, isvc_manifest(profile, ns), budget)
+        with phase.over(Deadline(run_options.budget("inference_service"), "inference_service")) as budget:
+            isvc, seconds = deploy_and_wait(kube, ns, isvc_manifest(profile, ns), budget)
     except BaseException:
         control_plane = profile.components["kserve"].inventory.get("namespaces", [])
         for att in collect(kube, [ns, *control_plane], [], None):
@@ -149,45 +132,55 @@ def iris(request, pytestconfig, profile, kube, stack, cluster, run_options):
     factory.cleanup(keep=run_options.keep_on_failure and state["failed"])
 
 
-def _predictor(iris, kube, profile, cluster, deadline):
-    return Predictor(kube, profile, cluster, iris["isvc"], deadline("predict"))
+def _predictor(iris, kube, profile, ingress_url, budget: Deadline):
+    return Predictor(kube, profile, ingress_url, iris["isvc"], budget)
 
 
 @proves_iris
-def test_iris_ready(iris, phase, diagnostics):
+@allure.title("The Iris InferenceService becomes Ready outside the control plane's namespace")
+def test_iris_ready(iris, diagnostics, evidence):
     """Ready, PredictorReady and IngressReady, with a URL, in a namespace that is not the control plane's."""
     diagnostics.namespace(iris["namespace"])
-    phase("inference_service", iris["ready_seconds"])
     url = iris["isvc"]["status"]["url"]
-    assert url.startswith("http"), f"status.url is {url!r}"
-    assert iris["namespace"] != "kserve"
+    expect(url.startswith("http"), Category.PREDICT, f"status.url is {url!r}")
+    expect(iris["namespace"] != "kserve", Category.PREDICT, "the InferenceService runs in the control plane's namespace")
+    conditions = {c["type"]: c.get("status") for c in iris["isvc"]["status"].get("conditions", [])}
+    evidence.add("InferenceService Ready", {"url": url, "namespace": iris["namespace"], "conditions": conditions,
+                                            "time to Ready": f"{iris['ready_seconds']:.1f} s"})
 
 
 @proves_iris
-def test_iris_predict_v1(iris, kube, profile, cluster, deadline, phase, diagnostics, request):
+@allure.title("Iris answers a v1 predict with the expected classes")
+def test_iris_predict_v1(iris, kube, profile, ingress_url, deadline, phase, diagnostics, evidence):
     diagnostics.namespace(iris["namespace"])
     iris["failed"] = True
-    body, seconds = _predictor(iris, kube, profile, cluster, deadline).post(f"/v1/models/{NAME}:predict", V1_INPUT)
-    phase("predict", seconds)
+    with phase.over(deadline("predict")) as budget:   # the whole call, its retries while routes settle included
+        predictor = _predictor(iris, kube, profile, ingress_url, budget)
+        body, seconds = predictor.post(f"/v1/models/{NAME}:predict", V1_INPUT, evidence, "predict v1")
     allure.dynamic.parameter("predict_latency_seconds", round(seconds, 3))
-    assert body.get("predictions") == EXPECTED, f"v1 predictions are {body.get('predictions')}, expected {EXPECTED}"
+    expect(body.get("predictions") == EXPECTED, Category.PREDICT,
+           f"v1 predictions are {body.get('predictions')}, expected {EXPECTED}")
     iris["failed"] = False
 
 
 @proves_iris
-def test_iris_predict_v2(iris, kube, profile, cluster, deadline, diagnostics):
+@allure.title("Iris answers a v2 infer with the expected classes")
+def test_iris_predict_v2(iris, kube, profile, ingress_url, deadline, diagnostics, evidence):
     if not profile.iris.get("v2"):
         pytest.skip("the profile does not check the v2 protocol")
     diagnostics.namespace(iris["namespace"])
     iris["failed"] = True
-    body, _ = _predictor(iris, kube, profile, cluster, deadline).post(f"/v2/models/{NAME}/infer", V2_INPUT)
+    predictor = _predictor(iris, kube, profile, ingress_url, deadline("predict"))
+    body, seconds = predictor.post(f"/v2/models/{NAME}/infer", V2_INPUT, evidence, "predict v2")
     outputs = body.get("outputs") or [{}]
-    assert outputs[0].get("data") == EXPECTED, f"v2 outputs[0].data is {outputs[0].get('data')}, expected {EXPECTED}"
+    expect(outputs[0].get("data") == EXPECTED, Category.PREDICT,
+           f"v2 outputs[0].data is {outputs[0].get('data')}, expected {EXPECTED}")
     iris["failed"] = False
 
 
 # Optional: no criterion depends on it, so a skip (no S3 settings) never makes the sign-off incomplete.
-def test_iris_from_s3(profile, kube, stack, cluster, test_namespace, deadline, diagnostics):
+@allure.title("Iris loads its model from S3 and answers a v1 predict")
+def test_iris_from_s3(profile, kube, stack, ingress_url, test_namespace, deadline, diagnostics, evidence):
     """Variant loading the model from an S3-compatible store (DigitalOcean Spaces for the first user), through a
     Secret and ServiceAccount with KServe's s3 annotations. Runs only when KSTACK_S3_* are set."""
     if not profile.has("kserve"):
@@ -210,5 +203,7 @@ def test_iris_from_s3(profile, kube, stack, cluster, test_namespace, deadline, d
                 "secrets": [{"name": "kstack-s3"}]})
     budget = deadline("inference_service")
     isvc, _ = deploy_and_wait(kube, ns, isvc_manifest(profile, ns, os.environ["KSTACK_S3_URI"], "kstack-s3"), budget)
-    body, _ = Predictor(kube, profile, cluster, isvc, deadline("predict")).post(f"/v1/models/{NAME}:predict", V1_INPUT)
-    assert body.get("predictions") == EXPECTED, f"v1 predictions are {body.get('predictions')}, expected {EXPECTED}"
+    predictor = Predictor(kube, profile, ingress_url, isvc, deadline("predict"))
+    body, _ = predictor.post(f"/v1/models/{NAME}:predict", V1_INPUT, evidence, "predict v1 (model from S3)")
+    expect(body.get("predictions") == EXPECTED, Category.PREDICT,
+           f"v1 predictions are {body.get('predictions')}, expected {EXPECTED}")

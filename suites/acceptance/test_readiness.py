@@ -5,56 +5,49 @@ from __future__ import annotations
 import allure
 import pytest
 
-from stack.readiness import image_matches, pod_problems, workload_sources, workloads_check
-from stack.wait import wait_for
+from stack.checks import namespaces, workloads
+from stack.failures import Category, expect
+from stack.readiness import image_matches, pods_summary, workload_images
+from stack.wait import require, wait_for
 
 
 @pytest.mark.area("namespaces", story="Namespaces exist and are Active")
 @pytest.mark.criteria("AC-ALL-READY")
 @pytest.mark.per_component(has="namespaces")
-def test_namespaces_active(component, profile, kube, stack, diagnostics):
-    problems = []
-    for ns in profile.components[component].inventory["namespaces"]:
-        obj = kube.get("v1", "Namespace", ns)
-        if obj is None:
-            problems.append(f"namespace {ns} absent")
-        elif (obj.get("status") or {}).get("phase") != "Active":
-            problems.append(f"namespace {ns} is {obj['status'].get('phase')}")
-    assert not problems, f"{component}: " + "; ".join(problems)
-
-
-def _workloads(profile, component):
-    inv = profile.components[component].inventory
-    return [("Deployment", w["namespace"], w["name"]) for w in inv.get("deployments", [])] + \
-           [("DaemonSet", w["namespace"], w["name"]) for w in inv.get("daemonsets", [])]
+@allure.title("{component}: namespaces exist and are Active")
+def test_namespaces_active(component, profile, kube, stack, diagnostics, evidence):
+    evidence.seen(require(kube, namespaces(profile.components[component].inventory["namespaces"],
+                                           name=f"{component} namespaces")), "namespaces")
 
 
 @pytest.mark.area("workloads", story="Workloads Available with Ready pods")
 @pytest.mark.criteria("AC-ALL-READY")
 @pytest.mark.severity("blocker")
 @pytest.mark.per_component(has="deployments")
-def test_workloads_ready(component, profile, kube, stack, deadline, diagnostics):
-    """Available, all replicas Ready at the current observedGeneration; fails fast on pull errors and crash loops."""
-    workloads = _workloads(profile, component)
-    budget = deadline("workloads")
-    for ns in sorted({ns for _, ns, _ in workloads}):
-        diagnostics.namespace(ns)
-        in_ns = [w for w in workloads if w[1] == ns]
-        with allure.step(f"{len(in_ns)} workload(s) in {ns} Available with Ready pods"):
-            snap = wait_for(kube, workload_sources(ns), workloads_check(in_ns), deadline=budget,
-                            describe=f"{component} workloads in {ns}")
-        looping = [f"pod {p['metadata']['name']}: {'; '.join(problems)}" for p in snap.items(2)
-                   for problems in [pod_problems(p)[0]] if any("restarted" in x or "CrashLoop" in x for x in problems)]
-        assert not looping, f"{component}: containers restarting in a loop: " + " | ".join(looping)
+@allure.title("{component}: workloads Available with Ready pods, none in a crash loop")
+def test_workloads_ready(component, profile, kube, stack, deadline, diagnostics, evidence):
+    """Available, all replicas Ready at the current observedGeneration; fails fast on crash loops, and on image pulls
+    that keep failing through the kubelet's back-off."""
+    refs = profile.components[component].workloads
+    in_namespaces = sorted({r.namespace for r in refs})
+    diagnostics.namespace(*in_namespaces)
+    with allure.step(f"{len(refs)} workload(s) in {', '.join(in_namespaces)} Available with Ready pods"):
+        snap = wait_for(kube, workloads(refs, name=f"{component} workloads"), deadline("workloads"))
+    evidence.seen(snap, "workloads")
+    looping = [f"pod {p['metadata']['name']}: {'; '.join(health.looping)}" for ns in in_namespaces
+               for p in snap.items("v1", "Pod", ns) for health in [pods_summary([p])] if health.looping]
+    expect(not looping, Category.CRASH_LOOP, f"{component}: containers restarting in a loop: " + " | ".join(looping))
 
 
 @pytest.mark.area("workloads", story="Workloads run the pinned images")
 @pytest.mark.criteria("AC-ALL-READY")
 @pytest.mark.severity("normal")
 @pytest.mark.per_component(has="deployments")
-def test_workload_images(component, profile, kube, stack, diagnostics):
-    """The running containers use the images the profile pins (after its overrides); drift is listed."""
-    drift, seen = [], []
+@allure.title("{component}: workloads run the images the profile pins")
+def test_workload_images(component, profile, kube, stack, diagnostics, evidence):
+    """The running containers use the images the profile pins (after its overrides); drift is listed. Read from the
+    Pods (a template may say `image: auto`, filled in by a sidecar injector); from the template only without a pod."""
+    drift, seen, running_images = [], [], {}
     inv = profile.components[component].inventory
     for kind, key in (("Deployment", "deployments"), ("DaemonSet", "daemonsets")):
         for w in inv.get(key, []):
@@ -62,11 +55,18 @@ def test_workload_images(component, profile, kube, stack, diagnostics):
             if obj is None:
                 drift.append(f"{kind.lower()} {w['namespace']}/{w['name']} absent")
                 continue
-            running = {c["name"]: c["image"] for c in obj["spec"]["template"]["spec"]["containers"]}
+            pods, _ = kube.list("v1", "Pod", w["namespace"])
+            running = {ci.container: ci for ci in workload_images(obj, pods)}
             for container, expected in w["containers"].items():
-                actual = running.get(container)
-                seen.append(f"{w['namespace']}/{w['name']}/{container}: {actual}")
-                if actual is None or not image_matches(expected, actual):
-                    drift.append(f"{w['namespace']}/{w['name']} container {container}: runs {actual}, profile pins {expected}")
+                ci = running.get(container)
+                actual = ", ".join(ci.images) if ci else None
+                where = f" (from the {ci.source})" if ci and ci.source != "pods" else ""
+                seen.append(f"{w['namespace']}/{w['name']}/{container}: {actual}{where}")
+                digests = f" (digest {', '.join(ci.digests)})" if ci and ci.digests else ""
+                running_images[f"{w['namespace']}/{w['name']}/{container}"] = f"{actual}{where}{digests}"
+                if ci is None or not all(image_matches(expected, image) for image in ci.images):
+                    drift.append(f"{w['namespace']}/{w['name']} container {container}: runs {actual}{where}, "
+                                 f"profile pins {expected}")
     print("images:\n  " + "\n  ".join(seen))
+    evidence.add("running images (with digests where the pods report them)", running_images)
     assert not drift, f"{component}: image drift: " + "; ".join(drift)

@@ -11,6 +11,7 @@ from installers.base import InstallContext, InstallError
 from stack.versions import image_tag, normalise_version, same_version
 from installers.plan import Plan
 from stack.profile import Profile
+from stack.retry import RetryLog
 
 PROFILES = ["seed", "latest", "latest-standard"]
 
@@ -20,6 +21,7 @@ class FakeKube:
 
     def __init__(self, deployments: dict | None = None):
         self.kubeconfig, self.context = "/tmp/kubeconfig", "ctx"
+        self.retries = RetryLog()
         self.deployments = deployments or {}
         self.writes = 0
 
@@ -147,14 +149,13 @@ def _file_manifest(tmp_path: Path, content: bytes) -> str:
 def test_fetch_records_unpinned_sha_and_uses_cache(tmp_path):
     url = _file_manifest(tmp_path, b"kind: ConfigMap\n")
     ctx = ctx_for(cache_dir=tmp_path / "cache", env={})
-    before = len(manifests.FETCHES)
     path, d = manifests.fetch(ctx, url)
     assert (d.sha256, d.pinned, d.cached) == (hashlib.sha256(b"kind: ConfigMap\n").hexdigest(), False, False)
     assert path.name == hashlib.sha256(url.encode()).hexdigest() + "-m.yaml"
     Path(url[len("file://"):]).unlink()           # the source is gone: the second use must come from the cache
     path2, d2 = manifests.fetch(ctx, url)
-    assert path2 == path and d2.cached and len(manifests.FETCHES) == before + 1
-    assert [x.to_dict() for x in ctx.downloads] == [{"url": url, "sha256": d.sha256, "pinned": False}]
+    assert path2 == path and d2.cached and ctx.fetches == [url]
+    assert [(x.url, x.sha256, x.pinned) for x in ctx.downloads] == [(url, d.sha256, False)]
 
 
 def test_fetch_pinned_mismatch_fails_and_deletes_cached_file(tmp_path):
