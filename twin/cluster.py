@@ -197,6 +197,7 @@ class Twin:
             self.admin = Kube(str(internal))
             if not self.restored:
                 self._bootstrap(binaries)
+            restarting = self._mark_restored_processes_not_ready() if self.restored else []
             cp.start_kwok()
             catalog = Catalog(self.profile, binaries, self.profile.path)
             self.kubelet = ProcessKubelet(admin=self.admin, node_name=NODE_NAME, netns=self.netns,
@@ -212,7 +213,7 @@ class Twin:
             self.install_env = self._install_env()
             if self.preinstalled:
                 if self.restored:
-                    self._wait_restored(time.monotonic() + RESTORE_SECONDS)
+                    self._wait_restored(restarting, time.monotonic() + RESTORE_SECONDS)
                 else:
                     self._install_stack()
                     if snapshot is not None:
@@ -264,9 +265,30 @@ class Twin:
             shutil.rmtree(tmp, ignore_errors=True)
         _prune_snapshots(target, keep=SNAPSHOTS_KEPT)
 
-    def _wait_restored(self, deadline: float) -> None:
-        """Every workload of the restored stack Ready again (its processes restarted and serving)."""
+    def _mark_restored_processes_not_ready(self) -> list[tuple[str, str]]:
+        """A snapshot's Pods say what they said when it was taken (Ready), but no process runs for them yet: as
+        after a node reboot, each container the kubelet runs a process for is not ready until that process serves
+        again. Written before the kubelet starts, so any Ready seen afterwards is the kubelet's (else the first
+        checks of a run pass on readiness that nothing backs, then fail against the webhooks still starting)."""
+        from twin.kubelet import mark_not_ready
+        pods, _ = self.admin.list("v1", "Pod", field_selector=f"spec.nodeName={NODE_NAME}")
+        marked = []
+        for pod in pods:
+            if (pod["metadata"].get("annotations") or {}).get(kwok.KUBELET_ANNOTATION) == "process":
+                mark_not_ready(self.admin, pod)
+                marked.append((pod["metadata"]["namespace"], pod["metadata"]["name"]))
+        log.info("twin: restored from a snapshot; %d Pods wait for their processes", len(marked))
+        return marked
+
+    def _wait_restored(self, restarting: list[tuple[str, str]], deadline: float) -> None:
+        """Every restarted process serving again (its Pod Ready, written by the kubelet), then every workload of
+        the stack Ready."""
         from twin.waits import wait_object
+        for namespace, name in restarting:
+            wait_object(self.admin, "v1", "Pod", name, namespace,
+                        lambda o: o is None or any(c.get("type") == "Ready" and c.get("status") == "True"
+                                                   for c in (o.get("status") or {}).get("conditions") or []),
+                        deadline - time.monotonic(), f"pod {namespace}/{name} Ready after the restore")
         for _, item in self.profile.inventory("deployments"):
             wait_object(self.admin, "apps/v1", "Deployment", item["name"], item["namespace"],
                         lambda o: bool(o) and int((o.get("status") or {}).get("readyReplicas") or 0) >=

@@ -109,9 +109,9 @@ def _client(opts: dict[str, list[str]]):
     from kubernetes.dynamic import DynamicClient
     kubeconfig = (opts.get("--kubeconfig") or [os.environ.get("KUBECONFIG", "")])[-1] or None
     context = (opts.get("--kube-context") or [None])[-1]
-    import tempfile
-    cache = os.path.join(tempfile.gettempdir(), f"twin-helm-discovery-{os.getpid()}.json")   # not the shared one
-    return DynamicClient(config.new_client_from_config(config_file=kubeconfig, context=context), cache_file=cache)
+    from twin.standins.runtime import discovery_cache_file
+    return DynamicClient(config.new_client_from_config(config_file=kubeconfig, context=context),
+                         cache_file=discovery_cache_file("helm"))
 
 
 def _resource(dyn, obj: dict):

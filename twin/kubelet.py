@@ -323,6 +323,9 @@ class ProcessKubelet:
             if cond.get("type") in ("Ready", "ContainersReady") and cond.get("status") != ("True" if ready else "False"):
                 cond["status"] = "True" if ready else "False"
                 cond["lastTransitionTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                if ready:       # kubelet's Ready condition carries no reason
+                    cond.pop("reason", None)
+                    cond.pop("message", None)
         self.admin.patch("v1", "Pod", meta["name"], meta["namespace"],
                          {"status": {"containerStatuses": containers, "conditions": conditions}},
                          subresource="status")
@@ -504,6 +507,23 @@ class ProcessKubelet:
         res = self.admin.resource("v1", "ServiceAccount").subresources["token"]
         result = res.create(body=request, name=sa, namespace=namespace).to_dict()
         return result["status"]["token"]
+
+
+def mark_not_ready(kube: Kube, pod: dict) -> None:
+    """Every container of `pod` not ready (its state kept), and the Pod's Ready and ContainersReady False, worded as
+    kubelet words them: what a kubelet reports for containers whose readiness probes have not passed yet."""
+    meta, status = pod["metadata"], pod.get("status") or {}
+    containers = [dict(cs, ready=False) for cs in status.get("containerStatuses") or []]
+    names = " ".join(cs["name"] for cs in containers)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    conditions = [dict(c) for c in status.get("conditions") or []]
+    for cond in conditions:
+        if cond.get("type") in ("Ready", "ContainersReady"):
+            if cond.get("status") != "False":
+                cond["lastTransitionTime"] = now
+            cond.update(status="False", reason="ContainersNotReady", message=f"containers with unready status: [{names}]")
+    kube.patch("v1", "Pod", meta["name"], meta["namespace"],
+               {"status": {"containerStatuses": containers, "conditions": conditions}}, subresource="status")
 
 
 def container_env(kube: Kube, pod: dict, container: dict, node_name: str) -> dict[str, str]:

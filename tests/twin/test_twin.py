@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -179,6 +180,40 @@ def _host_listeners() -> set[tuple[str, int]]:
             ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
             out.add((ip, int(hexport, 16)))
     return out
+
+
+def test_a_twin_restored_from_a_snapshot_says_ready_only_where_a_process_serves(seed, tmp_path, monkeypatch):
+    """A snapshot's Pods say Ready as they did when it was taken, before any process runs for them again: a restored
+    twin must not hand over a cluster whose webhooks look Ready and refuse connections (the first checks pass, the
+    certificate round-trip then fails on "no endpoints available"). The kubelet is slowed down as on a loaded
+    machine, where it starts its processes seconds after the control plane is back."""
+    from twin.kubelet import KUBELET_ANNOTATION, ProcessKubelet
+    start_process = ProcessKubelet._start_process
+
+    def slow_start(self, *args, **kwargs):
+        time.sleep(1.0)
+        return start_process(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessKubelet, "_start_process", slow_start)
+    with Twin(Profile.load("seed"), workdir=tmp_path / "twin") as twin:     # the seed fixture saved the snapshot
+        assert twin.restored
+        pods = client.CoreV1Api(api(twin)).list_pod_for_all_namespaces().items
+        served = {key for key, run in list(twin.kubelet.running.items()) if run.ready and run.proc.poll() is None}
+        checked = []
+        for pod in pods:
+            if (pod.metadata.annotations or {}).get(KUBELET_ANNOTATION) != "process":
+                continue
+            ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+            raw = client.ApiClient().sanitize_for_serialization(pod)
+            with_process = [c["name"] for c in raw["spec"]["containers"] if twin.kubelet.catalog.process_for(raw, c)]
+            unserved = [c for c in with_process if (pod.metadata.uid, c) not in served]
+            assert ready and not unserved, f"{pod.metadata.namespace}/{pod.metadata.name}: Ready={ready}, " \
+                                           f"containers whose process does not serve: {unserved}"
+            checked.append(pod.metadata.name)
+        assert len(checked) >= 5, checked       # the stand-ins and the KServe controller
+        processes = [r.proc.pid for r in list(twin.kubelet.running.values())]
+    left = [str(f) for pid in processes for f in Path(tempfile.gettempdir()).glob(f"kstack-discovery-{pid}-*")]
+    assert not left, f"the Pods' processes left their discovery caches behind: {left}"
 
 
 def test_stop_leaves_no_process_and_no_link_behind(tmp_path):

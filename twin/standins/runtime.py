@@ -13,6 +13,7 @@ and its container's args appended to its command line, as a real binary gets the
 """
 from __future__ import annotations
 
+import atexit
 import base64
 import http.server
 import json
@@ -37,6 +38,27 @@ log = logging.getLogger("twin.standin")
 
 WATCH_SECONDS = 300            # one watch request lasts this long, then resumes from its resourceVersion
 BACKOFF_MAX = 5.0
+
+
+def discovery_cache_file(tag: str) -> str:
+    """A discovery cache file of this process's own, removed when it exits: the client's default file in the temp
+    dir is shared by every process of the machine, and concurrent writers corrupt it."""
+    path = os.path.join(tempfile.gettempdir(), f"kstack-discovery-{os.getpid()}-{tag}.json")
+    if not _DISCOVERY_FILES:
+        atexit.register(_remove_discovery_files)
+    _DISCOVERY_FILES.append(path)
+    return path
+
+
+_DISCOVERY_FILES: list[str] = []
+
+
+def _remove_discovery_files() -> None:
+    for path in _DISCOVERY_FILES:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def pod_env(name: str, default: str | None = None) -> str:
@@ -84,8 +106,7 @@ class Kube:
             if self._dyn is None:
                 # One discovery cache file per process: the default one in the temp dir is shared by every process
                 # of the machine, and concurrent writers corrupt it.
-                cache = os.path.join(tempfile.gettempdir(), f"twin-discovery-{os.getpid()}-{id(self)}.json")
-                self._dyn = DynamicClient(self.api_client, cache_file=cache)
+                self._dyn = DynamicClient(self.api_client, cache_file=discovery_cache_file(f"twin-{id(self)}"))
             return self._dyn
 
     def resource(self, api_version: str, kind: str):
