@@ -14,6 +14,9 @@ class Criterion:
     title: str
     # The criterion applies only when the profile holds this component (None: always).
     requires: str | None = None
+    # An optional area: it applies only where the run is given what it needs (this names it), or where the profile
+    # requires the criterion (profile `require:`); then a missing setting fails it instead of leaving it NOT RUN.
+    needs: str | None = None
 
 
 CRITERIA: tuple[Criterion, ...] = (
@@ -26,6 +29,8 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("AC-WEBHOOKS", "Webhooks admitting"),
     Criterion("AC-CERT-ROUNDTRIP", "Certificate issuance round-trip", requires="cert-manager"),
     Criterion("AC-IRIS-PREDICT", "The Iris model answers", requires="kserve"),
+    Criterion("AC-IRIS-S3", "The Iris model loads from an S3-compatible store (DigitalOcean Spaces) and answers",
+              requires="kserve", needs="an S3 store (KSTACK_S3_*)"),
 )
 
 BY_ID = {c.id: c for c in CRITERIA}
@@ -39,8 +44,12 @@ COMPONENT_CRITERION = {
 }
 
 
-def applicable(criterion: Criterion, components: set[str]) -> tuple[bool, str | None]:
-    """Whether a criterion applies to a profile with these components, and if not, why."""
+def applicable(criterion: Criterion, components: set[str], configured: frozenset[str] = frozenset(),
+               required: frozenset[str] = frozenset()) -> tuple[bool, str | None]:
+    """Whether a criterion applies to a profile with these components, given the optional criteria the run is
+    configured for and those the profile requires, and if not, why."""
     if criterion.requires and criterion.requires not in components:
         return False, f"the profile has no {criterion.requires}"
+    if criterion.needs and criterion.id not in configured and criterion.id not in required:
+        return False, f"optional, and the run was given no {criterion.needs}"
     return True, None

@@ -13,6 +13,8 @@ from typing import Any, Iterator, NamedTuple
 import jsonschema
 import yaml
 
+from stack.criteria import BY_ID
+
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 SCHEMA_PATH = Path(__file__).resolve().parent / "profile_schema.yaml"
 
@@ -89,6 +91,11 @@ def _validate_semantics(data: dict, path: Path | None) -> None:
         install = comp["install"]
         if not install.get("helm") and not install.get("manifests"):
             raise ProfileError("needs helm releases or manifests", path, f"components.{name}.install")
+    for index, criterion in enumerate(data.get("require", [])):
+        if criterion not in BY_ID or not BY_ID[criterion].needs:
+            optional = ", ".join(c.id for c in BY_ID.values() if c.needs)
+            raise ProfileError(f"{criterion} is not an optional criterion (those are: {optional})", path,
+                               f"require.{index}")
     if "kserve" in components and "iris" not in data:
         raise ProfileError("a profile with kserve needs the 'iris' check settings", path, "iris")
     # Install gates name webhook configurations; their Services come from the inventory, so each must be there.
@@ -202,6 +209,11 @@ class Profile:
     @property
     def iris(self) -> dict | None:
         return self.data.get("iris")
+
+    @property
+    def required_criteria(self) -> frozenset[str]:
+        """The optional criteria this profile's sign-off requires (`require:`)."""
+        return frozenset(self.data.get("require", []))
 
     @property
     def image_overrides(self) -> dict[str, str]:

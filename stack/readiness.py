@@ -72,7 +72,7 @@ def pod_problems(pod: dict) -> PodHealth:
             image = cs.get("image") or spec_images.get(name, "")
             if "waiting" in state and state["waiting"].get("reason"):
                 reason = state["waiting"]["reason"]
-                text = f"{kind} {name} {reason} ({image})"
+                text = f"{kind} {name} {reason} ({image})" + _said(cs.get("lastState") or {})
                 problems.append(text)
                 if reason in TERMINAL_WAITING and terminal is None:
                     terminal, category = text, WAITING_REASON_CATEGORY.get(reason, Category.NOT_READY)
@@ -84,7 +84,7 @@ def pod_problems(pod: dict) -> PodHealth:
                     looping.append(text)
             elif kind == "init container" and "terminated" in state and state["terminated"].get("exitCode", 0) != 0:
                 text = f"init container {name} failed: {state['terminated'].get('reason', 'Error')} " \
-                       f"exit {state['terminated'].get('exitCode')} ({image})"
+                       f"exit {state['terminated'].get('exitCode')} ({image})" + _said(state)
                 problems.append(text)
                 if terminal is None:
                     terminal, category = text, Category.CRASH_LOOP
@@ -96,6 +96,13 @@ def pod_problems(pod: dict) -> PodHealth:
     if terminal is None and persisting:
         category = persisting[0].category
     return PodHealth(problems, terminal, category, looping, persisting)
+
+
+def _said(state: dict) -> str:
+    """The last line of a terminated container's message (kubelet fills it from the log under
+    terminationMessagePolicy FallbackToLogsOnError, as KServe's storage initializer has it): the cause, in its words."""
+    lines = [line for line in ((state.get("terminated") or {}).get("message") or "").splitlines() if line.strip()]
+    return f": {lines[-1].strip()[:300]}" if lines else ""
 
 
 def pods_summary(pods: list[dict]) -> PodHealth:

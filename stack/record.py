@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from stack.s3 import S3Settings
+
 # Bumped when a record of the previous version can no longer be read as this one. A field added with a default keeps
 # older records readable (an old run's suite, runner and nodes read as unknown), so it needs no bump.
 SCHEMA_VERSION = 1
@@ -90,6 +92,7 @@ class ClusterHandoff:
     seconds: float = 0.0
     simulation: Simulation | None = None        # the twin's own account of itself
     workspace: WorkspaceGrant | None = None     # existing clusters: bound in each test namespace (None: not needed)
+    s3: S3Settings | None = None                # the twin's own S3 store (else the run's KSTACK_S3_* settings)
 
 
 @dataclass

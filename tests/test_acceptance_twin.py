@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
 S3_CHECK = "inference.test_iris_from_s3"
 ALL = {"AC-ISTIO", "AC-KNATIVE", "AC-CERT-MANAGER", "AC-KSERVE-CONTROLLER", "AC-ALL-READY", "AC-CRDS", "AC-WEBHOOKS",
-       "AC-CERT-ROUNDTRIP", "AC-IRIS-PREDICT"}
+       "AC-CERT-ROUNDTRIP", "AC-IRIS-PREDICT", "AC-IRIS-S3"}
 
 
 def run_twin(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[dict, str, Path]:
@@ -63,13 +63,21 @@ FAULTS = {
     "crd-missing:clusterdomainclaims.networking.internal.knative.dev": ({"AC-CRDS", "AC-KNATIVE"}, Category.CRD),
     # Istio's validator (failurePolicy Fail once istiod is up) rejects the VirtualService KServe's real controller
     # writes for Iris, so the model is never routed: predict fails too, as it would on a real cluster.
-    "cabundle-invalid:istiod-default-validator": ({"AC-WEBHOOKS", "AC-ISTIO", "AC-IRIS-PREDICT"},
+    "cabundle-invalid:istiod-default-validator": ({"AC-WEBHOOKS", "AC-ISTIO", "AC-IRIS-PREDICT", "AC-IRIS-S3"},
                                                   Category.WEBHOOK_TLS),
     "cert-stuck": ({"AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"}, Category.CERTIFICATE),
     "cert-wrong-san": ({"AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"}, Category.CERTIFICATE),
-    "isvc-stuck": ({"AC-IRIS-PREDICT"}, Category.PREDICT),
-    "predict-wrong": ({"AC-IRIS-PREDICT"}, Category.PREDICT),
+    "isvc-stuck": ({"AC-IRIS-PREDICT", "AC-IRIS-S3"}, Category.PREDICT),
+    "predict-wrong": ({"AC-IRIS-PREDICT", "AC-IRIS-S3"}, Category.PREDICT),
+    # The S3 settings a user got wrong: only the S3 variant fails, its storage initializer naming the cause
+    # (KServe's storage code against the twin's S3 store).
+    "s3-wrong-credentials": ({"AC-IRIS-S3"}, Category.CRASH_LOOP),
+    "s3-no-bucket": ({"AC-IRIS-S3"}, Category.CRASH_LOOP),
+    "s3-wrong-key": ({"AC-IRIS-S3"}, Category.CRASH_LOOP),
 }
+S3_CAUSE = {"s3-wrong-credentials": "S3 error [403]: Forbidden",
+            "s3-no-bucket": "S3 resource 'kstack-no-such-bucket' not found",
+            "s3-wrong-key": "Failed to fetch model. No model found in no-such-model"}
 
 
 def recorded_categories(doc: dict) -> set[str]:
@@ -89,6 +97,9 @@ def test_each_fault_fails_exactly_its_criteria_with_its_category(tmp_path, fault
     assert all(got[c] == "passed" for c in ALL - criteria), got
     assert doc["verdict"] == "FAIL"
     assert category.title in recorded_categories(doc), doc["failures"]
+    if fault in S3_CAUSE:       # one failure, in KServe's storage initializer's own words
+        s3 = [f for f in doc["failures"] if "AC-IRIS-S3" in f["criteria"]]
+        assert len(s3) == 1 and S3_CAUSE[fault] in s3[0]["message"], s3
 
 
 def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_cause(tmp_path):
@@ -98,7 +109,7 @@ def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_ca
                                     "--timeout-scale", "0.05")
     got = statuses(doc)
     failed = {c for c, s in got.items() if s == "failed"}
-    assert failed == {"AC-ALL-READY", "AC-KSERVE-CONTROLLER", "AC-WEBHOOKS", "AC-IRIS-PREDICT"}, \
+    assert failed == {"AC-ALL-READY", "AC-KSERVE-CONTROLLER", "AC-WEBHOOKS", "AC-IRIS-PREDICT", "AC-IRIS-S3"}, \
         f"{sorted(failed)}: {[(f['id'], f['message'][:300]) for f in doc['failures']]}"
     assert all(got[c] == "passed" for c in ALL - failed), got
     iris = [f for f in doc["failures"] if "AC-IRIS-PREDICT" in f["criteria"]]

@@ -59,6 +59,7 @@ def _seed_data() -> dict:
     (lambda d: d["components"].__setitem__("linkerd", {}), "components"),
     (lambda d: d["kubernetes"].__setitem__("min", "1.30"), "kubernetes"),
     (lambda d: d.pop("iris"), "iris"),
+    (lambda d: d.__setitem__("require", ["AC-CRDS"]), "require.0"),        # not an optional criterion
 ])
 def test_malformed_profile_names_the_field(tmp_path, mutate, field):
     data = copy.deepcopy(_seed_data())
@@ -99,3 +100,21 @@ def test_the_readme_states_the_docker_host_each_profile_needs():
         row = (f"| {name} | {need.cpu_millis / 1000:g} CPU, {need.memory_gib:.1f} GiB | "
                f"{cpus} CPUs, {gib} GiB memory |")
         assert row in readme, f"README lacks {row!r}; it says: {re.findall(rf'^[|] {name} [|].*$', readme, re.M)}"
+
+
+def test_an_optional_criterion_applies_where_configured_or_required(tmp_path):
+    """AC-IRIS-S3 is NOT RUN (with its reason) where the run has no S3 store, unless the profile requires it: then
+    it applies, so a missing store fails it."""
+    from stack.criteria import BY_ID, applicable
+    s3 = BY_ID["AC-IRIS-S3"]
+    components = {"kserve"}
+    ok, reason = applicable(s3, components)
+    assert not ok and "optional" in reason and "KSTACK_S3_" in reason
+    assert applicable(s3, components, configured=frozenset({"AC-IRIS-S3"})) == (True, None)
+    assert applicable(s3, components, required=frozenset({"AC-IRIS-S3"})) == (True, None)
+    assert applicable(s3, set(), required=frozenset({"AC-IRIS-S3"}))[0] is False      # no kserve: never
+    data = copy.deepcopy(_seed_data())
+    data["require"] = ["AC-IRIS-S3"]
+    path = tmp_path / "requires-s3.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert Profile.load(str(path)).required_criteria == {"AC-IRIS-S3"}

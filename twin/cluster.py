@@ -90,6 +90,8 @@ class Twin:
         self._internal = None             # the twin's own way in (no faults, not logged)
         self._gateway = None              # 127.0.0.1 forwarder to the gateway's NodePort
         self.kubelet = None
+        self._s3_store = None             # the S3-compatible store the AC-IRIS-S3 check reads the model from
+        self.s3_settings = None           # what the twin hands over about it (an s3-* fault makes it wrong)
         self._crd_reaper = None           # crd-missing: an informer deleting the CRD whenever it appears
         self.admin = None
         self.install_env: dict[str, str] = {}
@@ -205,6 +207,8 @@ class Twin:
                                           ca_file=cp.ca_file, faults_file=self.faults_file,
                                           model_pods=ModelPods(self))
             self.kubelet.start()
+            if self.profile.has("kserve"):
+                self._start_s3_store(self.kubelet.model_pods.store)
             port = self._gateway_node_port()
             if port:
                 from twin.forwarder import Forwarder
@@ -226,6 +230,22 @@ class Twin:
         log.info("twin %s started in %.1fs: api %s, gateway %s", self.profile.name, self.start_seconds, self.url,
                  self.gateway_url)
         return self
+
+    def _start_s3_store(self, objects) -> None:
+        """The S3 store (twin/s3store.py) with the Iris model (the wrong one under predict-wrong), and the settings
+        handed over: as the store gave them, or as an s3-* fault makes a user get them wrong."""
+        from twin.objectstore import IRIS_URI
+        from twin.s3store import S3Store, S3StoreError, wrong
+        predict_wrong = any(f.kind == "predict-wrong" for f in self.faults)
+        model = objects.path_for(IRIS_URI, wrong=predict_wrong) / "model.joblib"
+        self._s3_store = S3Store(self.netns, self.controlplane.node_ip, model, self.workdir / "s3")
+        try:
+            settings = self._s3_store.start()
+        except S3StoreError as e:
+            raise TwinError(str(e)) from None
+        for fault in self.faults:
+            settings = wrong(settings, fault.kind)
+        self.s3_settings = settings
 
     # -- snapshots --------------------------------------------------------------------------------------------------
 
@@ -427,6 +447,7 @@ class Twin:
                 return
             self._stopped = True
         for part, what in ((self._crd_reaper, "crd-missing reaper"), (self.kubelet, "kubelet"),
+                           (self._s3_store, "S3 store"),
                            (self._gateway, "gateway forwarder"), (self.api, "fault proxy"),
                            (self._internal, "internal proxy"), (self.controlplane, "control plane"),
                            (self.netns, "network namespace")):

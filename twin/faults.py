@@ -16,6 +16,10 @@ KINDS = {
     "predict-wrong": (None, "the model server answers with a wrong model"),
     "api-flaky": ("RATE", "that fraction of API requests fails with a transient error"),
     "watch-drop": (None, "API watches are dropped"),
+    # The S3 settings the twin hands over (its S3 store's) as a user could get them wrong:
+    "s3-wrong-credentials": (None, "the S3 secret key handed over is not the store's"),
+    "s3-no-bucket": (None, "the S3 URI handed over names a bucket the store does not have"),
+    "s3-wrong-key": (None, "the S3 URI handed over names a model path the bucket does not hold"),
 }
 
 

@@ -205,11 +205,11 @@ class PodRunner(threading.Thread):
                 return True
             if self.stopped.is_set():
                 return False
-            self.init_status[name] = _terminated(container, restarts, code, "Error", self._log_tail(name))
+            self.init_status[name] = _terminated(container, restarts, code, "Error", self._termination_message(container))
             self._write("Pending")
             wait = BACKOFF[min(restarts, len(BACKOFF) - 1)]
             restarts += 1
-            self.init_status[name] = _backoff(container, restarts, wait, self.meta, code, self._log_tail(name))
+            self.init_status[name] = _backoff(container, restarts, wait, self.meta, code, self._termination_message(container))
             self._write("Pending")
             if self.stopped.wait(wait):
                 return False
@@ -233,7 +233,7 @@ class PodRunner(threading.Thread):
                     restarts[c["name"]] += 1
                     wait = BACKOFF[min(restarts[c["name"]] - 1, len(BACKOFF) - 1)]
                     self.status[c["name"]] = _backoff(c, restarts[c["name"]], wait, self.meta, code,
-                                                      self._log_tail(c["name"]))
+                                                      self._termination_message(c))
                     self._write("Running")
                     due[c["name"]] = time.monotonic() + wait     # kubelet restarts it after its back-off
                     changed = True
@@ -270,12 +270,17 @@ class PodRunner(threading.Thread):
         path = f"/v1/models/{model}" if model else "/v2/health/ready"
         return self.twin.netns.http_status(self.ip, port, path, timeout=2) == 200
 
-    def _log_tail(self, name: str) -> str:
+    def _termination_message(self, container: dict) -> str:
+        """What kubelet puts in a failed container's terminated.message: with terminationMessagePolicy
+        FallbackToLogsOnError (KServe sets it on the storage initializer) the end of its log, at most 80 lines and
+        2048 bytes; else the termination message file, which nothing here writes."""
+        if container.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+            return ""
         try:
-            lines = (self.dir / "logs" / f"{name}.log").read_text(errors="replace").strip().splitlines()
-            return lines[-1][:500] if lines else ""
+            lines = (self.dir / "logs" / f"{container['name']}.log").read_text(errors="replace").strip().splitlines()
         except OSError:
             return ""
+        return "\n".join(lines[-80:])[-2048:]
 
     def stop(self) -> None:
         self.stopped.set()

@@ -211,7 +211,8 @@ class NetNamespace:
 
         popen_kwargs.setdefault("start_new_session", True)
         try:
-            proc = subprocess.Popen(argv, preexec_fn=enter, pass_fds=(ns_fd,), **popen_kwargs)
+            proc = subprocess.Popen(argv, preexec_fn=enter, pass_fds=(ns_fd, *popen_kwargs.pop("pass_fds", ())),
+                                    **popen_kwargs)
         finally:
             if stage:    # the child moved its mounts away: the staging directories are empty on the host
                 shutil.rmtree(stage, ignore_errors=True)

@@ -24,6 +24,9 @@ SIMULATED = [
     ("the model server", "the sklearn runtime image is replaced by the real KServe Python ModelServer (kserve "
                          "package) serving the same model file"),
     ("gs:// storage", "the twin's object store holds the profiles' sample Iris model; other gs:// URIs do not exist"),
+    ("the S3 store (a DigitalOcean Space)", "moto's S3 server (PyPI moto) in the twin's network, with IAM "
+                                            "authentication and the Iris model; the download is KServe's own "
+                                            "storage code (kserve-storage)"),
     ("queue-proxy", "a TCP forwarder to the model server (twin/forwarder.py)"),
     ("kube-proxy", "NodePorts only (twin/standins/kubeproxy.py); no ClusterIP routing"),
 ]

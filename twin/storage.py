@@ -4,6 +4,8 @@ KServe's storage-initializer container.
 gs:// is read from the twin's object store (twin/objectstore.py): the twin has no Google Cloud Storage. A URI
 with no object fails the way KServe's storage initializer fails on GCS ("Failed to fetch model. No model found
 in <uri>.", exit code 1), so the init container and the InferenceService report it.
+s3:// is downloaded by KServe's own storage code (kserve-storage) from the twin's S3 store (twin/s3store.py), or
+any endpoint the InferenceService's credentials name; its errors are KServe's.
 """
 from __future__ import annotations
 
@@ -30,7 +32,17 @@ def download(uri: str, dest: Path) -> int:
             shutil.copyfile(f, target)
             print(f"Downloading: {target}", flush=True)
         return len(files)
-    raise RuntimeError(f"Cannot recognize storage type for {uri}; the twin simulates gs:// only")
+    if uri.startswith("s3://"):
+        # KServe's own storage code (PyPI kserve-storage), with the env the KServe controller gave this container
+        # from the ServiceAccount's Secret: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...
+        from kserve_storage import Storage
+        Storage.download(uri, str(dest))
+        files = [p for p in dest.rglob("*") if p.is_file()]
+        for f in files:
+            print(f"Downloading: {f}", flush=True)
+        return len(files)
+    raise RuntimeError(f"Cannot recognize storage type for {uri}; the twin has gs:// (simulated) and s3:// "
+                       "(its S3 store) only")
 
 
 def main(argv: list[str] | None = None) -> int:

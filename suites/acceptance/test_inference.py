@@ -4,7 +4,6 @@ Standard mode, through the mode's own route to <isvc>-predictor."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from urllib.parse import urlparse
 
@@ -12,7 +11,7 @@ import allure
 import pytest
 import requests
 
-from stack import retry
+from stack import retry, s3
 from stack.checks import ISVC_API, ISVC_KIND, inference_service
 from stack.diagnostics import collect
 from stack.failures import Category, expect
@@ -26,7 +25,6 @@ V2_INPUT = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32",
                         "data": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}]}
 EXPECTED = [1, 1]
 SETTLING = {404, 502, 503}   # the gateway's answers while routes settle; nothing else is retried
-S3_ENV = ("KSTACK_S3_ENDPOINT", "KSTACK_S3_REGION", "KSTACK_S3_URI", "KSTACK_S3_ACCESS_KEY_ID", "KSTACK_S3_SECRET_ACCESS_KEY")
 
 pytestmark = [pytest.mark.area("inference", story="sklearn Iris InferenceService", feature="kserve"),
               pytest.mark.severity("blocker"), pytest.mark.needs("stack")]
@@ -178,31 +176,30 @@ def test_iris_predict_v2(iris, kube, profile, ingress_url, deadline, diagnostics
     iris["failed"] = False
 
 
-# Optional: no criterion depends on it, so a skip (no S3 settings) never makes the sign-off incomplete.
-@allure.title("Iris loads its model from S3 and answers a v1 predict")
-def test_iris_from_s3(profile, kube, stack, ingress_url, test_namespace, deadline, diagnostics, evidence):
-    """Variant loading the model from an S3-compatible store (DigitalOcean Spaces for the first user), through a
-    Secret and ServiceAccount with KServe's s3 annotations. Runs only when KSTACK_S3_* are set."""
+@pytest.mark.criteria("AC-IRIS-S3")
+@allure.title("Iris loads its model from an S3-compatible store and answers a v1 predict")
+def test_iris_from_s3(profile, kube, stack, cluster, ingress_url, test_namespace, deadline, diagnostics, evidence):
+    """The first user's next step: the model from a DigitalOcean Space (any S3-compatible store), read with the
+    Secret and ServiceAccount KServe documents for S3. Optional: NOT RUN without KSTACK_S3_* unless the profile
+    requires AC-IRIS-S3; the twin hands over its own S3 server."""
     if not profile.has("kserve"):
         pytest.skip("the profile has no kserve")
-    missing = [v for v in S3_ENV if not os.environ.get(v)]
-    if missing:
-        pytest.skip(f"S3 settings not given ({', '.join(missing)})")
-    key_id, secret_key = os.environ["KSTACK_S3_ACCESS_KEY_ID"], os.environ["KSTACK_S3_SECRET_ACCESS_KEY"]
-    register_secret(key_id)
-    register_secret(secret_key)
+    store = s3.settings_for(cluster.s3)
+    if store is None:
+        if "AC-IRIS-S3" in profile.required_criteria:
+            pytest.fail(f"the profile requires AC-IRIS-S3 and no S3 store was given: set {', '.join(s3.missing_env())}",
+                        pytrace=False)
+        pytest.skip(f"S3 settings not given ({', '.join(s3.missing_env())})")
+    for value in store.secrets():
+        register_secret(value)
     ns = test_namespace("iris-s3")
     diagnostics.namespace(ns)
-    kube.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": "kstack-s3", "namespace": ns, "annotations": {
-                    "serving.kserve.io/s3-endpoint": os.environ["KSTACK_S3_ENDPOINT"],
-                    "serving.kserve.io/s3-region": os.environ["KSTACK_S3_REGION"],
-                    "serving.kserve.io/s3-usehttps": os.environ.get("KSTACK_S3_USEHTTPS", "1")}},
-                "stringData": {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret_key}})
-    kube.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kstack-s3", "namespace": ns},
-                "secrets": [{"name": "kstack-s3"}]})
+    for obj in store.objects(ns):
+        kube.apply(obj)
+    evidence.add("S3 store", {"endpoint": store.endpoint, "region": store.region, "uri": store.uri,
+                              "https": store.use_https, "credentials": f"Secret {ns}/{s3.SECRET_NAME}"})
     budget = deadline("inference_service")
-    isvc, _ = deploy_and_wait(kube, ns, isvc_manifest(profile, ns, os.environ["KSTACK_S3_URI"], "kstack-s3"), budget)
+    isvc, _ = deploy_and_wait(kube, ns, isvc_manifest(profile, ns, store.uri, s3.SECRET_NAME), budget)
     predictor = Predictor(kube, profile, ingress_url, isvc, deadline("predict"))
     body, _ = predictor.post(f"/v1/models/{NAME}:predict", V1_INPUT, evidence, "predict v1 (model from S3)")
     expect(body.get("predictions") == EXPECTED, Category.PREDICT,

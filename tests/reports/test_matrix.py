@@ -38,6 +38,7 @@ EXPECTED = {
         # blocked by the controller, so filed under its root cause (fixtures/blocking.py).
         "AC-WEBHOOKS": (FAIL, "webhooks.test_webhooks_admitting[kserve]", "Image pull"),
         "AC-IRIS-PREDICT": (FAIL, "inference.test_iris_ready", "Image pull"),
+        "AC-IRIS-S3": (FAIL, "inference.test_iris_from_s3", "Image pull"),
     },
     "latest-standard": {"AC-ISTIO": (NOT_RUN, None, None), "AC-KNATIVE": (NOT_RUN, None, None)},   # no Istio/Knative
 }
