@@ -106,7 +106,10 @@ class Plan:
                 ctx.phase(f"install/{addon.name}", time.monotonic() - start, budget, e)
                 raise failed(e, addon.name, ctx.step) from e
             seconds = time.monotonic() - start
-            ctx.say(addon.name, f"ready ({seconds:.1f}s)")
+            if action != "skip" or gate_skipped:
+                ctx.say(addon.name, f"ready ({seconds:.1f}s)")
+            else:       # nothing waited for it here: say so, not "ready"
+                ctx.say(addon.name, "readiness left to the acceptance checks")
             ctx.phase(f"install/{addon.name}", seconds, budget)
             report.components.append(ComponentResult(addon.name, ACTIONS[action], round(seconds, 3), wanted, found,
                                                      detail))

@@ -113,9 +113,13 @@ def test_rerun_in_auto_mode_makes_zero_writes(installed_seed):
     e = installed_seed
     before = e.writes()
     helm_before = len(e.helm_calls())
+    lines_before = len(e.lines)
     report = Plan(e.ctx(mode="auto")).install()
     assert [c.action for c in report.components] == ["skipped"] * 4
     assert component_result(report, "kserve").detail == "already at v0.11.0"
+    # the last one is gated by nothing after it: the progress must not claim it was found ready
+    kserve = [line for line in e.lines[lines_before:] if line.startswith("[kserve")]
+    assert kserve and not any("ready (" in line for line in kserve), kserve
     assert e.writes() == before
     assert [c["argv"][0] for c in e.helm_calls()[helm_before:]] in ([], ["version"])
 

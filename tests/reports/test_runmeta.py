@@ -88,3 +88,17 @@ def test_a_cluster_unreadable_at_the_end_is_one_run_error(monkeypatch):
     assert run.cluster.nodes == [] and run.namespaces == []
     assert [e.split(":")[0] for e in run.errors] == ["could not read the cluster's nodes",
                                                      "could not read the cluster's final state"]
+
+
+def test_the_pods_table_shows_a_waiting_reason_as_kubectl_does_the_first_containers_first():
+    """A sidecar still creating must not hide the first container's crash loop (kubectl get pods shows that)."""
+    from datetime import datetime, timezone
+
+    from fixtures.runmeta import pod_row
+    pod = {"metadata": {"namespace": "kserve", "name": "ctl", "creationTimestamp": "2026-12-02T10:00:00Z"},
+           "spec": {"containers": [{"name": "manager"}, {"name": "proxy"}]},
+           "status": {"phase": "Running", "containerStatuses": [
+               {"name": "manager", "ready": False, "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+               {"name": "proxy", "ready": False, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+    row = pod_row(pod, datetime(2026, 12, 2, 10, 5, tzinfo=timezone.utc))
+    assert (row.status, row.ready, row.restarts) == ("CrashLoopBackOff", "0/2", 4)
