@@ -16,7 +16,6 @@ from tests.helpers import run_pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
-S3_CHECK = "inference.test_iris_from_s3"
 ALL = {"AC-ISTIO", "AC-KNATIVE", "AC-CERT-MANAGER", "AC-KSERVE-CONTROLLER", "AC-ALL-READY", "AC-CRDS", "AC-WEBHOOKS",
        "AC-CERT-ROUNDTRIP", "AC-IRIS-PREDICT", "AC-IRIS-S3"}
 
@@ -40,8 +39,9 @@ def test_every_profile_passes_on_the_twin(tmp_path, profile):
     doc, output, _ = run_twin(tmp_path, "--profile", profile)
     assert doc["verdict"] == "PASS", output[-5000:]
     assert doc["simulated"] is True
-    # every check ran but the optional S3 variant, skipped without its settings
-    assert doc["inventory"]["missing"] == doc["inventory"]["skipped"] == [S3_CHECK]
+    # every check ran, the S3 variant too: the twin hands over its own S3 store
+    assert doc["inventory"]["missing"] == doc["inventory"]["skipped"] == [], doc["inventory"]
+    assert statuses(doc)["AC-IRIS-S3"] == "passed"
     for fmt in ("signoff.md", "signoff.html"):
         assert "SIMULATED" in (tmp_path / "out" / fmt).read_text()[:3000]
     if profile == "latest-standard":
@@ -53,6 +53,7 @@ def test_every_profile_passes_on_the_twin(tmp_path, profile):
     whats = {e["what"] for e in doc["evidence"]}
     assert {"issued certificate", "predict v1", "running images (with digests where the pods report them)",
             "CRDs and their served versions"} <= whats or profile == "latest-standard", whats
+    assert {"S3 store", "predict v1 (model from S3)"} <= whats, whats
 
 
 # fault -> the criteria it must fail (everything else applicable must still pass), and the category its checks record

@@ -216,5 +216,5 @@ def test_the_inventory_records_what_pytest_deselected(tmp_path):
     assert doc["inventory"]["expected"] == doc["results"]["total"] == collected
     assert doc["results"]["deselected"] == len(doc["inventory"]["deselected"]) == deselected
     assert doc["results"]["not_executed"] == selected        # collected only: nothing ran
-    assert "inference.test_iris_from_s3" in {t["id"] for t in doc["tests"]}   # the optional check, without criteria
+    assert "inference.test_iris_from_s3" in {t["id"] for t in doc["tests"]}   # the optional S3 check
     assert all("iris" in t or "crds" in t for t in doc["inventory"]["not_executed"])
