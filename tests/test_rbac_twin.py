@@ -142,31 +142,31 @@ def test_the_whole_suite_passes_as_the_verifier_and_uses_what_the_role_grants(cl
     assert not [e for e in log.entries() if e.status == 403 and not e.dry_run], "a request was refused"
 
 
-def test_preflight_names_exactly_a_removed_cluster_wide_rule(cluster):
-    rules = cluster.shipped_rules(rbac.VERIFIER_ROLE)
-    removed = next(r for r in rules if r["resources"] == ["customresourcedefinitions"])
+def _preflight_without(cluster, role: str, removed) -> preflight.PreflightError:
+    """Preflight's error with the first rule of `role` that `removed` selects taken out (put back afterwards)."""
+    rules = cluster.shipped_rules(role)
+    rule = next(r for r in rules if removed(r))
     try:
-        cluster.set_role(rbac.VERIFIER_ROLE, [r for r in rules if r is not removed])
+        cluster.set_role(role, [r for r in rules if r is not rule])
         with pytest.raises(preflight.PreflightError) as e:
             preflight.check_permissions(cluster.as_user(cluster.verifier), cluster.profile)
     finally:
-        cluster.set_role(rbac.VERIFIER_ROLE, rules)
-    listed = [line for line in e.value.problem.splitlines() if line.startswith("    - ")]
+        cluster.set_role(role, rules)
+    return e.value
+
+
+def test_preflight_names_exactly_a_removed_cluster_wide_rule(cluster):
+    error = _preflight_without(cluster, rbac.VERIFIER_ROLE, lambda r: r["resources"] == ["customresourcedefinitions"])
+    listed = [line for line in error.problem.splitlines() if line.startswith("    - ")]
     assert listed == ["    - get, list, watch customresourcedefinitions.apiextensions.k8s.io (cluster-wide)"]
-    assert e.value.problem.startswith("system:serviceaccount:kstack-verifier:kstack-verifier lacks 3 of the")
-    assert "deploy/rbac/verifier.yaml" in e.value.remedy
+    assert error.problem.startswith("system:serviceaccount:kstack-verifier:kstack-verifier lacks 3 of the")
+    assert "deploy/rbac/verifier.yaml" in error.remedy
 
 
 def test_preflight_names_exactly_a_removed_workspace_rule(cluster):
-    rules = cluster.shipped_rules(rbac.WORKSPACE_ROLE)
-    removed = next(r for r in rules if r["resources"] == ["secrets"] and r["verbs"] == ["get"])
-    try:
-        cluster.set_role(rbac.WORKSPACE_ROLE, [r for r in rules if r is not removed])
-        with pytest.raises(preflight.PreflightError) as e:
-            preflight.check_permissions(cluster.as_user(cluster.verifier), cluster.profile)
-    finally:
-        cluster.set_role(rbac.WORKSPACE_ROLE, rules)
-    listed = [line for line in e.value.problem.splitlines() if line.startswith("    - ")]
+    error = _preflight_without(cluster, rbac.WORKSPACE_ROLE,
+                               lambda r: r["resources"] == ["secrets"] and r["verbs"] == ["get"])
+    listed = [line for line in error.problem.splitlines() if line.startswith("    - ")]
     assert listed == [f"    - get secrets (in each test namespace; not in ClusterRole {rbac.WORKSPACE_ROLE} on the "
                       "cluster)"]
     # restored: preflight passes again and asks for the workspace role to be bound per test namespace

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from stack.profile import Profile
+from stack.readiness import condition_true
 from twin import bootstrap, kwok, toolchain
 from twin.faults import Fault, FaultSet, parse_faults, write_fault_file
 
@@ -306,8 +307,7 @@ class Twin:
         from twin.waits import wait_object
         for namespace, name in restarting:
             wait_object(self.admin, "v1", "Pod", name, namespace,
-                        lambda o: o is None or any(c.get("type") == "Ready" and c.get("status") == "True"
-                                                   for c in (o.get("status") or {}).get("conditions") or []),
+                        lambda o: o is None or condition_true(o, "Ready"),
                         deadline - time.monotonic(), f"pod {namespace}/{name} Ready after the restore")
         for _, item in self.profile.inventory("deployments"):
             wait_object(self.admin, "apps/v1", "Deployment", item["name"], item["namespace"],

@@ -34,6 +34,8 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from stack.readiness import condition, condition_true as is_true  # noqa: F401 - the stand-ins' helpers
+
 log = logging.getLogger("twin.standin")
 
 WATCH_SECONDS = 300            # one watch request lasts this long, then resumes from its resourceVersion
@@ -534,18 +536,6 @@ def set_condition(conditions: list[dict] | None, ctype: str, status: str, reason
     cond.update(extra)
     conditions.append(cond)
     return conditions
-
-
-def condition(obj: dict | None, ctype: str) -> dict | None:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond
-    return None
-
-
-def is_true(obj: dict | None, ctype: str) -> bool:
-    cond = condition(obj, ctype)
-    return bool(cond) and cond.get("status") == "True"
 
 
 def owner_ref(obj: dict, controller: bool = True) -> dict:
