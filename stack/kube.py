@@ -243,17 +243,24 @@ class Kube:
         return Forbidden(dataclasses.replace(access, verbs=refused), error.message, error.what) if refused else error
 
     def _may(self, verb: str, access: Access) -> bool:
-        """One SelfSubjectAccessReview, outside the retry layer (it explains an answer; it is not the request)."""
+        """One SelfSubjectAccessReview (retried on transient answers, as every API request)."""
         resource, _, sub = access.resource.partition("/")
         attrs = {"verb": verb, "group": access.group, "resource": resource, "subresource": sub or None,
                  "namespace": access.namespace, "name": access.name}
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
                 "spec": {"resourceAttributes": {k: v for k, v in attrs.items() if v}}}
-        self.requests[("create", "selfsubjectaccessreviews")] += 1
-        try:
-            review = k8s_client.AuthorizationV1Api(self.api_client).create_self_subject_access_review(body)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError):
-            return False      # it may not even ask: the 403 is the authorizer's
+        def ask():
+            self.requests[("create", "selfsubjectaccessreviews")] += 1
+            return k8s_client.AuthorizationV1Api(self.api_client).create_self_subject_access_review(body)
+        try:   # a transient answer to the review is retried like any API request (it must not decide the verdict)
+            review = retry.call(ask, what=f"review {verb} {access.resource}", layer="api",
+                                is_transient=retry.is_api_transient, retries=self.retries, deadline=None)
+        except ApiException as e:
+            # 403: it may not even ask, the refusal is the authorizer's; otherwise unanswered: the 403 is not shown
+            # to be the authorizer's, so it stays what it was
+            return e.status != 403
+        except (urllib3.exceptions.HTTPError, OSError):
+            return True
         return bool(review.status and review.status.allowed)
 
     @staticmethod
