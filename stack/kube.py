@@ -90,6 +90,19 @@ class Forbidden(KubeError, CheckFailure):
         Exception.__init__(self, f"{self.category.tag} {self.text}")
 
 
+# Kinds a create only asks about: the API server persists nothing, so creating one again is safe.
+REVIEW_KINDS = frozenset({"SubjectAccessReview", "SelfSubjectAccessReview", "LocalSubjectAccessReview",
+                          "SelfSubjectRulesReview", "SelfSubjectReview", "TokenReview"})
+# What the API server itself answers (a Status object) when it is briefly unable to serve a proxied request.
+PROXY_TRANSIENT = (429, 500)
+
+
+class _TransientProxyAnswer(Exception):
+    def __init__(self, status: int, text: str):
+        self.status, self.text = status, text
+        super().__init__(f"HTTP {status}: {text[:200]}")
+
+
 def _status_body(body: Any) -> dict:
     try:
         data = json.loads(body) if body else {}
@@ -339,7 +352,8 @@ class Kube:
                                               meta.get("namespace")),
                           lambda: res.create(body=obj, namespace=meta.get("namespace"),
                                              dry_run="All" if dry_run else None).to_dict(),
-                          transient_retry=dry_run, deadline=deadline,   # a dry run persists nothing: safe to repeat
+                          # a dry run, a review: nothing is persisted, so a transient answer is safe to repeat
+                          transient_retry=dry_run or obj["kind"] in REVIEW_KINDS, deadline=deadline,
                           access=self._access(res, "create", namespace=meta.get("namespace")))
 
     def merge_patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict, *,
@@ -368,10 +382,39 @@ class Kube:
     def service_proxy(self, namespace: str, service: str, port: int | str, method: str, path: str,
                       body: Any = None, timeout: float = 30) -> tuple[int, str]:
         """A request to a Service through the API server's proxy (no port-forward, no ingress needed)."""
-        url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
+        return self._proxy("services", namespace, service, port, method, path, body, timeout)
+
+    def pod_proxy(self, namespace: str, pod: str, port: int | str, method: str, path: str,
+                  body: Any = None, timeout: float = 30) -> tuple[int, str]:
+        """A request to one Pod's port through the API server's proxy (a replica's own /metrics, say)."""
+        return self._proxy("pods", namespace, pod, port, method, path, body, timeout)
+
+    def _proxy(self, resource: str, namespace: str, name: str, port: int | str, method: str, path: str,
+               body: Any, timeout: float) -> tuple[int, str]:
+        """The proxied answer. The API server's own transient answers (a Status object with 429 or 500, not the
+        backend's) are retried by the api layer, as any API request; after the last attempt that answer is
+        returned. Only a GET is repeated: a POST may have reached the backend before the API server failed."""
+        if method.upper() != "GET":
+            return self._proxy_once(resource, namespace, name, port, method, path, body, timeout)
+
+        def once():
+            status, text = self._proxy_once(resource, namespace, name, port, method, path, body, timeout)
+            if status in PROXY_TRANSIENT and _status_body(text).get("kind") == "Status":
+                raise _TransientProxyAnswer(status, text)
+            return status, text
+        try:
+            return retry.call(once, what=f"{method} {resource}/{name}:{port}/{path.lstrip('/')}", layer="api",
+                              is_transient=lambda e: f"the API server answered {e.status}"
+                              if isinstance(e, _TransientProxyAnswer) else None, retries=self.retries, deadline=None)
+        except _TransientProxyAnswer as e:
+            return e.status, e.text
+
+    def _proxy_once(self, resource: str, namespace: str, name: str, port: int | str, method: str, path: str,
+                    body: Any, timeout: float) -> tuple[int, str]:
+        url = f"/api/v1/namespaces/{namespace}/{resource}/{name}:{port}/proxy/{path.lstrip('/')}"
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         self.api_client.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
-        self.requests[("proxy", "services")] += 1
+        self.requests[("proxy", resource)] += 1
         try:
             resp = self.api_client.rest_client.request(
                 method, self.server + url, headers=headers, body=body, _request_timeout=timeout)
@@ -385,7 +428,7 @@ class Kube:
                 method.upper(), method.lower())
             error = self._refused(KubeError(403, "Forbidden", _status_body(text).get("message", text[:300]),
                                             f"{method} {url}"),
-                                  Access((verb,), "", "services/proxy", namespace, f"{service}:{port}"))
+                                  Access((verb,), "", f"{resource}/proxy", namespace, f"{name}:{port}"))
             if isinstance(error, Forbidden):
                 raise error
         return resp.status, text

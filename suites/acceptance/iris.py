@@ -1,0 +1,102 @@
+"""The sklearn Iris InferenceService that the inference, monitoring and security checks share: its manifest from the
+profile, its deployment and wait, and the predict calls through the profile's route."""
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import urlparse
+
+import allure
+import pytest
+import requests
+
+from stack import retry
+from stack.checks import ISVC_API, ISVC_KIND, inference_service
+from stack.failures import Category, expect
+from stack.wait import Deadline, wait_for
+
+ISVC = (ISVC_API, ISVC_KIND)
+NAME = "sklearn-iris"
+V1_INPUT = {"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}
+V2_INPUT = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32",
+                        "data": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}]}
+EXPECTED = [1, 1]
+SETTLING = {404, 502, 503}   # the gateway's answers while routes settle; nothing else is retried
+
+def isvc_manifest(profile, namespace: str, storage_uri: str | None = None, service_account: str | None = None,
+                  name: str = NAME) -> dict:
+    iris = profile.iris
+    predictor: dict = {}
+    body: dict = {"storageUri": storage_uri or iris["storage_uri"]}
+    if iris.get("resources"):
+        body["resources"] = iris["resources"]
+    if iris.get("protocol_version"):
+        body["protocolVersion"] = iris["protocol_version"]
+    if iris["schema"] == "predictor.sklearn":
+        predictor["sklearn"] = body
+    else:
+        body["modelFormat"] = {"name": "sklearn"}
+        if iris.get("runtime"):
+            body["runtime"] = iris["runtime"]
+        predictor["model"] = body
+    if service_account:
+        predictor["serviceAccountName"] = service_account
+    meta = {"name": name, "namespace": namespace}
+    if iris.get("deployment_mode"):
+        meta["annotations"] = {"serving.kserve.io/deploymentMode": iris["deployment_mode"]}
+    return {"apiVersion": ISVC[0], "kind": ISVC[1], "metadata": meta, "spec": {"predictor": predictor}}
+
+
+def deploy_and_wait(kube, namespace: str, manifest: dict, budget: Deadline) -> tuple[dict, float]:
+    started = time.monotonic()
+    name = manifest["metadata"]["name"]
+    with allure.step(f"apply InferenceService {namespace}/{name}"):
+        # The KServe webhook may still race (caBundle, endpoints): those signatures only, under the test's deadline.
+        retry.call(lambda: kube.apply(manifest, deadline=budget), what="apply InferenceService", layer="apply",
+                   is_transient=retry.race_signature, retries=kube.retries, deadline=budget)
+    with allure.step("wait for Ready, PredictorReady and IngressReady"):
+        snap = wait_for(kube, inference_service(namespace, name), budget)
+    return snap.get(*ISVC, name, namespace), time.monotonic() - started
+
+
+class Predictor:
+    """Calls the model through the profile's route, retrying only while routes settle."""
+
+    def __init__(self, kube, profile, ingress_url: str | None, isvc: dict, budget: Deadline):
+        self.kube, self.profile, self.isvc, self.budget = kube, profile, isvc, budget
+        self.route = profile.iris["route"]
+        self.namespace, self.name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        self.host = urlparse(isvc["status"]["url"]).hostname
+        self.base = ingress_url
+        if self.route == "ingress-gateway" and not self.base:
+            pytest.fail("cannot reach the ingress gateway from here: set KSTACK_INGRESS_URL", pytrace=False)
+
+    def post(self, path: str, payload: dict, evidence=None, what: str = "") -> tuple[dict, float]:
+        """The answer and its latency; with `evidence`, the exchange is recorded as `what`."""
+        def once():
+            started = time.monotonic()
+            if self.route == "service-proxy":
+                status, text = self.kube.service_proxy(self.namespace, f"{self.name}-predictor", 80, "POST", path, payload)
+            else:
+                r = requests.post(self.base + path, json=payload, headers={"Host": self.host}, timeout=30)
+                status, text = r.status_code, r.text
+            if status in SETTLING:
+                raise RouteSettling(status, text)
+            expect(status == 200, Category.PREDICT, f"predict {path} via {self.route} answered HTTP {status}: {text[:300]}")
+            return json.loads(text), time.monotonic() - started
+        with allure.step(f"POST {path} via {self.route} (Host {self.host})"):
+            body, seconds = retry.call(once, what=f"predict {path}", layer="predict", attempts=12,
+                                       deadline=self.budget, retries=self.kube.retries,
+                                       is_transient=lambda e: f"gateway answered {e.status}"
+                                       if isinstance(e, RouteSettling) else None)
+        if evidence is not None:
+            via = self.base if self.route == "ingress-gateway" else f"the API server's service proxy to {self.name}-predictor"
+            evidence.add(what, {"POST": f"{path} via {self.route} ({via}, Host {self.host})", "request": payload,
+                                "response": body, "latency": f"{seconds:.3f} s"})
+        return body, seconds
+
+
+class RouteSettling(Exception):
+    def __init__(self, status: int, text: str):
+        self.status = status
+        super().__init__(f"HTTP {status} while routes settle: {text[:200]}")
