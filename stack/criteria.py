@@ -31,6 +31,17 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("AC-IRIS-PREDICT", "The Iris model answers", requires="kserve"),
     Criterion("AC-IRIS-S3", "The Iris model loads from an S3-compatible store (DigitalOcean Spaces) and answers",
               requires="kserve", needs="an S3 store (KSTACK_S3_*)"),
+    # Security: what the first user's security policies must hold, each proven against the live API.
+    Criterion("AC-RBAC-DEFAULT-SA", "A model namespace's default ServiceAccount cannot read Secrets", requires="kserve"),
+    Criterion("AC-CERT-EXPIRY", "The stack's certificates do not expire within the window"),
+    Criterion("AC-POD-SECURITY", "Predictor containers run as non-root without privilege escalation",
+              requires="kserve", needs="a profile that requires it (require: [AC-POD-SECURITY])"),
+    # Autoscaling: what the mode's autoscaler holds for an InferenceService, and the cluster's settings.
+    Criterion("AC-AUTOSCALING", "An InferenceService's autoscaling bounds and target are in force", requires="kserve"),
+    # Monitoring: the model server's own metrics, and a Prometheus where one is given.
+    Criterion("AC-METRICS", "The model server's metrics count exactly the predict calls made", requires="kserve"),
+    Criterion("AC-PROMQL", "Prometheus holds the model's series", requires="kserve",
+              needs="a Prometheus (--prometheus-url)"),
 )
 
 BY_ID = {c.id: c for c in CRITERIA}
@@ -51,5 +62,5 @@ def applicable(criterion: Criterion, components: set[str], configured: frozenset
     if criterion.requires and criterion.requires not in components:
         return False, f"the profile has no {criterion.requires}"
     if criterion.needs and criterion.id not in configured and criterion.id not in required:
-        return False, f"optional, and the run was given no {criterion.needs}"
+        return False, f"optional, and it needs {criterion.needs}"
     return True, None

@@ -22,6 +22,9 @@ class Category(str, Enum):
     INSTALL = "install"                 # the install of the stack failed, so the check could not run
     NOT_READY = "not-ready"             # a component still pending (no terminal state) when its deadline passed
     PERMISSION = "permission"           # the identity may not do what the check needs (HTTP 403; stack/rbac.py)
+    SECURITY = "security"               # a security policy does not hold: a Secret readable, a certificate expiring
+    MONITORING = "monitoring"           # the model's metrics do not count what was served, or Prometheus lacks them
+    AUTOSCALING = "autoscaling"         # the autoscaler does not hold the InferenceService's bounds and target
 
     @property
     def title(self) -> str:
@@ -44,6 +47,9 @@ TITLES = {
     Category.INSTALL: "Install failure",
     Category.NOT_READY: "Component not ready",
     Category.PERMISSION: "Permission denied (RBAC)",
+    Category.SECURITY: "Security policy",
+    Category.MONITORING: "Monitoring",
+    Category.AUTOSCALING: "Autoscaling",
 }
 
 

@@ -42,7 +42,7 @@ RBAC_API = "rbac.authorization.k8s.io/v1"
 ROLEBINDING_NAME = "kstack-verifier-workspace"
 # API groups served by Kubernetes itself; a rule on any other group is about a component's CRD and is needed only
 # when the profile has that CRD (a profile without Istio needs no Gateway dry-run).
-BUILTIN_GROUPS = frozenset({"", "apps", "apiextensions.k8s.io", "admissionregistration.k8s.io",
+BUILTIN_GROUPS = frozenset({"", "apps", "autoscaling", "apiextensions.k8s.io", "admissionregistration.k8s.io",
                             "rbac.authorization.k8s.io", "authorization.k8s.io", "authentication.k8s.io"})
 SSR_VERSIONS = ("authentication.k8s.io/v1", "authentication.k8s.io/v1beta1", "authentication.k8s.io/v1alpha1")
 BIND_SECONDS = 10   # a new RoleBinding reaches the authorizer's cache within milliseconds; this bounds the wait

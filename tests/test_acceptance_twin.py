@@ -17,7 +17,8 @@ from tests.helpers import run_pytest
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
 ALL = {"AC-ISTIO", "AC-KNATIVE", "AC-CERT-MANAGER", "AC-KSERVE-CONTROLLER", "AC-ALL-READY", "AC-CRDS", "AC-WEBHOOKS",
-       "AC-CERT-ROUNDTRIP", "AC-IRIS-PREDICT", "AC-IRIS-S3"}
+       "AC-CERT-ROUNDTRIP", "AC-IRIS-PREDICT", "AC-IRIS-S3", "AC-RBAC-DEFAULT-SA", "AC-CERT-EXPIRY", "AC-METRICS",
+       "AC-AUTOSCALING"}
 
 
 def run_twin(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[dict, str, Path]:
@@ -40,8 +41,16 @@ def test_every_profile_passes_on_the_twin(tmp_path, profile):
     assert doc["verdict"] == "PASS", output[-5000:]
     assert doc["simulated"] is True
     # every check ran, the S3 variant too: the twin hands over its own S3 store
-    assert doc["inventory"]["missing"] == doc["inventory"]["skipped"] == [], doc["inventory"]
+    # only a criterion that does not apply to the profile leaves a test skipped (with its reason)
+    inapplicable = {t for c in doc["criteria"] if not c["applicable"] for t in c["tests"]}
+    assert set(doc["inventory"]["missing"]) <= inapplicable and set(doc["inventory"]["skipped"]) <= inapplicable, \
+        doc["inventory"]
     assert statuses(doc)["AC-IRIS-S3"] == "passed"
+    # the security and monitoring criteria ran; a restricted predictor is required where KServe's runtimes declare it
+    assert all(statuses(doc)[c] == "passed" for c in ("AC-RBAC-DEFAULT-SA", "AC-CERT-EXPIRY", "AC-METRICS",
+                                                      "AC-AUTOSCALING"))
+    assert statuses(doc)["AC-POD-SECURITY"] == ("not-run" if profile == "seed" else "passed")
+    assert statuses(doc)["AC-PROMQL"] == "not-run"      # optional, and no Prometheus was given
     for fmt in ("signoff.md", "signoff.html"):
         assert "SIMULATED" in (tmp_path / "out" / fmt).read_text()[:3000]
     if profile == "latest-standard":
@@ -64,17 +73,23 @@ FAULTS = {
     "crd-missing:clusterdomainclaims.networking.internal.knative.dev": ({"AC-CRDS", "AC-KNATIVE"}, Category.CRD),
     # Istio's validator (failurePolicy Fail once istiod is up) rejects the VirtualService KServe's real controller
     # writes for Iris, so the model is never routed: predict fails too, as it would on a real cluster.
-    "cabundle-invalid:istiod-default-validator": ({"AC-WEBHOOKS", "AC-ISTIO", "AC-IRIS-PREDICT", "AC-IRIS-S3"},
-                                                  Category.WEBHOOK_TLS),
+    "cabundle-invalid:istiod-default-validator": ({"AC-WEBHOOKS", "AC-ISTIO", "AC-IRIS-PREDICT", "AC-IRIS-S3",
+                                                   "AC-METRICS", "AC-AUTOSCALING"}, Category.WEBHOOK_TLS),
     "cert-stuck": ({"AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"}, Category.CERTIFICATE),
     "cert-wrong-san": ({"AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"}, Category.CERTIFICATE),
-    "isvc-stuck": ({"AC-IRIS-PREDICT", "AC-IRIS-S3"}, Category.PREDICT),
+    # Every check that needs a model served fails with it (the autoscaling check deploys one of its own).
+    "isvc-stuck": ({"AC-IRIS-PREDICT", "AC-IRIS-S3", "AC-METRICS", "AC-AUTOSCALING"}, Category.PREDICT),
     "predict-wrong": ({"AC-IRIS-PREDICT", "AC-IRIS-S3"}, Category.PREDICT),
     # The S3 settings a user got wrong: only the S3 variant fails, its storage initializer naming the cause
     # (KServe's storage code against the twin's S3 store).
     "s3-wrong-credentials": ({"AC-IRIS-S3"}, Category.CRASH_LOOP),
     "s3-no-bucket": ({"AC-IRIS-S3"}, Category.CRASH_LOOP),
     "s3-wrong-key": ({"AC-IRIS-S3"}, Category.CRASH_LOOP),
+    # One fault per security and monitoring area, each failing its own criterion only.
+    "default-sa-reads-secrets": ({"AC-RBAC-DEFAULT-SA"}, Category.SECURITY),
+    "cert-expiring": ({"AC-CERT-EXPIRY"}, Category.SECURITY),
+    "metrics-not-counting": ({"AC-METRICS"}, Category.MONITORING),
+    "autoscaler-missing": ({"AC-AUTOSCALING"}, Category.AUTOSCALING),
 }
 S3_CAUSE = {"s3-wrong-credentials": "S3 error [403]: Forbidden",
             "s3-no-bucket": "S3 resource 'kstack-no-such-bucket' not found",
@@ -110,7 +125,8 @@ def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_ca
                                     "--timeout-scale", "0.05")
     got = statuses(doc)
     failed = {c for c, s in got.items() if s == "failed"}
-    assert failed == {"AC-ALL-READY", "AC-KSERVE-CONTROLLER", "AC-WEBHOOKS", "AC-IRIS-PREDICT", "AC-IRIS-S3"}, \
+    assert failed == {"AC-ALL-READY", "AC-KSERVE-CONTROLLER", "AC-WEBHOOKS", "AC-IRIS-PREDICT", "AC-IRIS-S3",
+                      "AC-METRICS", "AC-AUTOSCALING"}, \
         f"{sorted(failed)}: {[(f['id'], f['message'][:300]) for f in doc['failures']]}"
     assert all(got[c] == "passed" for c in ALL - failed), got
     iris = [f for f in doc["failures"] if "AC-IRIS-PREDICT" in f["criteria"]]

@@ -381,6 +381,10 @@ class Twin:
                 self._strike_pods(fault)
             elif fault.kind == "cabundle-invalid":
                 self._corrupt_ca_bundle(fault.target)
+            elif fault.kind == "default-sa-reads-secrets":
+                self._let_every_service_account_read_secrets()
+            elif fault.kind == "cert-expiring":
+                self._expire_knative_webhook_ca()
         if self.fault_set.targets("crd-missing") and self._crd_reaper is None:
             from twin.standins.runtime import Informer
             self._crd_reaper = Informer(self.admin, "apiextensions.k8s.io/v1", "CustomResourceDefinition",
@@ -409,6 +413,44 @@ class Twin:
             for webhook in obj.get("webhooks") or []:
                 webhook.setdefault("clientConfig", {})["caBundle"] = wrong
             self.admin.patch(obj["apiVersion"], kind, name, None, {"webhooks": obj["webhooks"]})
+
+    def _let_every_service_account_read_secrets(self) -> None:
+        """The leak AC-RBAC-DEFAULT-SA looks for: a cluster-wide binding of a Secret reader to every ServiceAccount
+        (the real RBAC authorizer then answers the suite's SubjectAccessReviews with it)."""
+        rbac = "rbac.authorization.k8s.io/v1"
+        name = "twin-fault-every-serviceaccount-reads-secrets"
+        self.admin.create({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": name},
+                           "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]})
+        self.admin.create({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": name},
+                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                           "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+                                         "name": "system:serviceaccounts"}]})
+
+    def _expire_knative_webhook_ca(self) -> None:
+        """cert-expiring: Knative's webhook CA is replaced by one that expires in 6 hours and its webhook restarted;
+        with the fault on, the stand-in keeps it instead of renewing it (twin/standins/knative_webhook.py). The
+        twin hands over once the webhook serves and its caBundle is the short-lived CA, as a cluster whose rotation
+        stopped would be found."""
+        import datetime
+
+        from twin import pki
+        from twin.standins import selfca
+        from twin.waits import wait_object
+        ns, service = "knative-serving", "webhook"
+        ca = selfca.new_ca(f"{service}.{ns}.svc", datetime.timedelta(hours=6))
+        self.admin.patch("v1", "Secret", "webhook-certs", ns,
+                         {"data": {"ca-cert.pem": pki.b64(ca.cert_pem), "ca-key.pem": pki.b64(ca.key_pem)}})
+        for pod in self.admin.list("v1", "Pod", ns, label_selector="app=webhook")[0]:
+            self.admin.delete("v1", "Pod", pod["metadata"]["name"], ns)
+        bundle = pki.b64(ca.cert_pem)
+        wait_object(self.admin, "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration",
+                    "validation.webhook.serving.knative.dev", None,
+                    lambda o: o is not None and all((w.get("clientConfig") or {}).get("caBundle") == bundle
+                                                    for w in o.get("webhooks") or []),
+                    60.0, "Knative's webhook serving the 6-hour CA")
+        wait_object(self.admin, "apps/v1", "Deployment", service, ns,
+                    lambda o: o is not None and int((o.get("status") or {}).get("readyReplicas") or 0) >=
+                    int((o.get("spec") or {}).get("replicas", 1)), 60.0, f"deployment {ns}/{service} Ready again")
 
     def _strike_pods(self, fault: Fault) -> None:
         ns, name = fault.namespace, fault.name

@@ -16,6 +16,10 @@ KINDS = {
     "predict-wrong": (None, "the model server answers with a wrong model"),
     "api-flaky": ("RATE", "that fraction of API requests fails with a transient error"),
     "watch-drop": (None, "API watches are dropped"),
+    "default-sa-reads-secrets": (None, "a ClusterRoleBinding lets every ServiceAccount read Secrets"),
+    "cert-expiring": (None, "Knative's webhook CA rotation is stuck: its CA expires in 6 hours"),
+    "metrics-not-counting": (None, "the model server's /metrics never counts a predict call"),
+    "autoscaler-missing": (None, "Knative makes no PodAutoscaler for a Revision"),
     # The S3 settings the twin hands over (its S3 store's) as a user could get them wrong:
     "s3-wrong-credentials": (None, "the S3 secret key handed over is not the store's"),
     "s3-no-bucket": (None, "the S3 URI handed over names a bucket the store does not have"),
@@ -61,6 +65,8 @@ def parse_fault(spec: str, profile=None) -> Fault:
     if wanted is None:
         if sep:
             raise FaultSpecError(f"twin fault {kind!r} takes no target, got {text!r}")
+        if kind in ("cert-expiring", "autoscaler-missing") and profile is not None and not profile.has("knative"):
+            raise FaultSpecError(f"twin fault {kind} breaks a part of Knative: profile {profile.name!r} has no knative")
         return Fault(kind)
     if not target:
         raise FaultSpecError(f"twin fault {kind!r} needs a target: {kind}:{wanted}")

@@ -127,8 +127,22 @@ def _parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     return args
 
 
+def _stop_counting_predictions() -> None:
+    """Fault metrics-not-counting: kserve times predict calls into a histogram no /metrics shows (a model server
+    whose metrics are broken: the endpoint answers, the counts never move)."""
+    import prometheus_client
+    from kserve import model as kserve_model
+    kserve_model.PREDICT_HIST_TIME = prometheus_client.Histogram(
+        "request_predict_seconds", "predict request latency", ["model_name"],
+        registry=prometheus_client.CollectorRegistry())
+
+
 def _serve(model: Any, host: str, port: int, level: int) -> None:
     from kserve import ModelServer
+
+    from twin import faults
+    if faults.active(os.environ.get("TWIN_FAULTS_FILE"), "metrics-not-counting"):
+        _stop_counting_predictions()
 
     class PodModelServer(ModelServer):
         # kserve 0.21's RESTServer builds its uvicorn.Config with host="0.0.0.0" and offers no option for it.

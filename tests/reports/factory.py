@@ -25,6 +25,10 @@ TESTS: dict[str, list[str]] = {
     "STACK-WEBHOOKS-ADMIT[kserve]": ["AC-WEBHOOKS"],
     "STACK-CERT-ROUNDTRIP": ["AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"],
     "STACK-IRIS-PREDICT": ["AC-IRIS-PREDICT"],
+    "STACK-RBAC-DEFAULT-SA": ["AC-RBAC-DEFAULT-SA"],
+    "STACK-CERT-EXPIRY": ["AC-CERT-EXPIRY"],
+    "STACK-MODEL-METRICS": ["AC-METRICS"],
+    "STACK-AUTOSCALING": ["AC-AUTOSCALING"],
 }
 
 FEATURE = {"cert-manager": "cert-manager", "istio-system": "istio", "istio": "istio", "knative-serving": "knative",
@@ -34,7 +38,9 @@ FEATURE = {"cert-manager": "cert-manager", "istio-system": "istio", "istio": "is
 def _feature(test_id: str) -> str:
     if "[" in test_id:
         return FEATURE.get(test_id.split("[", 1)[1].rstrip("]"), "stack")
-    return "kserve" if "IRIS" in test_id else "cert-manager"
+    if "IRIS" in test_id or "METRICS" in test_id or "AUTOSCALING" in test_id:
+        return "kserve"
+    return "security" if "RBAC" in test_id or "EXPIRY" in test_id else "cert-manager"
 
 
 class ResultsFactory:

@@ -63,6 +63,12 @@ TAGGED = [
      "Webhook/TLS not ready"),
     ("failed", "[infrastructure] ImagePullBackOff mentioned", "Infrastructure"),
     ("failed", "[not-ready] knative workloads: deployment 0/1 ready; timed out", "Component not ready"),
+    ("failed", "stack.failures.CheckFailure: [security] system:serviceaccount:ns:default may get secrets in ns",
+     "Security policy"),
+    ("failed", "stack.failures.CheckFailure: [monitoring] request_predict_seconds_count rose by 0, expected 5 (timed out)",
+     "Monitoring"),
+    ("failed", "stack.failures.CheckFailure: [autoscaling] PodAutoscaler ns/x: max-scale is None, expected '3'",
+     "Autoscaling"),
 ]
 
 
@@ -70,7 +76,7 @@ def test_exact_category_names_in_order():
     assert list(CATEGORY_NAMES) == [
         "Infrastructure", "Image pull", "Webhook/TLS not ready", "Install failure", "Crash loop",
         "CRD missing or not Established", "Permission denied (RBAC)", "Certificate issuance", "InferenceService or prediction",
-        "Component not ready", "Timeout", "Product defect (wrong result)", "Test defect"]
+        "Security policy", "Monitoring", "Autoscaling", "Component not ready", "Timeout", "Product defect (wrong result)", "Test defect"]
     assert {title(c.value) for c in Category} <= set(CATEGORY_NAMES)
     assert [c["name"] for c in categories()] == list(CATEGORY_NAMES)
     for c in categories():

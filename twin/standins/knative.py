@@ -13,6 +13,7 @@ revision,route}):
   replicas from autoscaling.knative.dev/min-scale (at least initial-scale 1), and Services `<revision>` and
   `<revision>-private` (http 80 -> queue-proxy 8012); it is Ready when its Deployment has a ready replica, and
   reports the Pods' failure (ContainerMissing / ProgressDeadline-like reasons from their container states) if not;
+- a Revision also gets its PodAutoscaler (annotations and labels of the Revision, as MakePA), without a status;
 - a Route gets a networking.internal.knative.dev Ingress (class istio: net-istio's stand-in programs the
   gateways), its URL from config-domain (cluster-local `svc.cluster.local` when config-domain names no domain), and
   is Ready when the Ingress is;
@@ -178,7 +179,10 @@ class Controller:
                                      {"name": "queue-port", "containerPort": QUEUE_PORT}],
                            "env": [{"name": "SERVING_REVISION", "value": name},
                                    {"name": "USER_PORT", "value": str(USER_PORT)}],
-                           "resources": {"requests": {"cpu": "25m"}}})
+                           "resources": {"requests": {"cpu": "25m"}},
+                           # queueSecurityContext of pkg/reconciler/revision/resources/queue.go @v0.38.0 (Knative 1.11)
+                           "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                               "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}})
         pod_spec = {k: _copy(v) for k, v in spec.items() if k not in ("containers", "containerConcurrency",
                                                                        "timeoutSeconds")}
         pod_spec["containers"] = containers
@@ -191,6 +195,8 @@ class Controller:
                                "template": {"metadata": {"labels": pod_labels, "annotations": dict(annotations)},
                                             "spec": pod_spec}}}
         self.kube.apply(deployment, MANAGER)
+        if not runtime.has_fault("autoscaler-missing"):
+            self.kube.apply(self._pod_autoscaler(revision, pod_labels, annotations), MANAGER)
         for svc_name, selector in ((name, {"serving.knative.dev/revisionUID": meta["uid"]}),
                                    (f"{name}-private", {"serving.knative.dev/revisionUID": meta["uid"]})):
             self.kube.apply({"apiVersion": "v1", "kind": "Service",
@@ -199,6 +205,20 @@ class Controller:
                              "spec": {"selector": selector,
                                       "ports": [{"name": "http", "port": 80, "targetPort": QUEUE_PORT,
                                                  "protocol": "TCP"}]}}, MANAGER)
+
+    @staticmethod
+    def _pod_autoscaler(revision: dict, labels: dict, annotations: dict) -> dict:
+        """The Revision's PodAutoscaler as MakePA writes it (pkg/reconciler/revision/resources/pa.go): the Revision's
+        annotations (the autoscaling.knative.dev/* KServe set among them) and labels, its Deployment as the scale
+        target. No autoscaler runs here (it scrapes queue-proxy, which the twin lacks), so no status is written."""
+        meta, spec = revision["metadata"], revision.get("spec") or {}
+        return {"apiVersion": "autoscaling.internal.knative.dev/v1alpha1", "kind": "PodAutoscaler",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": dict(labels),
+                             "annotations": dict(annotations), "ownerReferences": [owner_ref(revision)]},
+                "spec": {"containerConcurrency": int(spec.get("containerConcurrency") or 0),
+                         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                            "name": f"{meta['name']}-deployment"},
+                         "protocolType": "http1", "reachability": "Reachable"}}
 
     def _queue_image(self) -> str:
         cm = self.kube.get("v1", "ConfigMap", "config-deployment", self.system_ns)

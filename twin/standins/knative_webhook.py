@@ -15,6 +15,7 @@ net-istio-webhook-certs), the caBundle of the configurations that call its Servi
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import sys
@@ -73,8 +74,11 @@ def start(stop: threading.Event, net_istio: bool) -> None:
     kube = Kube()
     ns = runtime.pod_env("POD_NAMESPACE")
     service, secret = ("net-istio-webhook", "net-istio-webhook-certs") if net_istio else ("webhook", "webhook-certs")
+    # knative.dev/pkg webhook/certificates: CA and serving certificate for one week (resources/secret.go oneWeek),
+    # renewed when less than a day is left (certificates.go oneDay)
     ca = selfca.load_or_create_ca(kube, ns, secret, f"{service}.{ns}.svc", cert_key="ca-cert.pem",
-                                  key_key="ca-key.pem")
+                                  key_key="ca-key.pem", lifetime=datetime.timedelta(days=7),
+                                  renew_before=datetime.timedelta(0 if runtime.has_fault("cert-expiring") else 1))
     serving = pki.serving_pair(ca, selfca.service_names(service, ns))
     handlers = {"/defaulting": admit, "/config-validation": admit} if net_istio else \
         {"/resource-validation": validate, "/defaulting": default, "/config-validation": admit}

@@ -22,17 +22,20 @@ ADMISSION = "admissionregistration.k8s.io/v1"
 
 
 def load_or_create_ca(kube: Kube, namespace: str, secret_name: str, common_name: str,
-                      cert_key: str = "ca-cert.pem", key_key: str = "ca-key.pem") -> pki.KeyPair:
+                      cert_key: str = "ca-cert.pem", key_key: str = "ca-key.pem",
+                      lifetime: datetime.timedelta = datetime.timedelta(days=3650),
+                      renew_before: datetime.timedelta = datetime.timedelta(0)) -> pki.KeyPair:
+    """The CA kept in the Secret, or a new one when it is absent or expires within `renew_before` (as knative.dev/pkg
+    renews its one-week webhook certificates a day before they expire)."""
     secret = kube.get("v1", "Secret", secret_name, namespace)
     data = (secret or {}).get("data") or {}
     try:
-        return pki.load_pair(pki.unb64(data.get(cert_key)), pki.unb64(data.get(key_key)))
+        pair = pki.load_pair(pki.unb64(data.get(cert_key)), pki.unb64(data.get(key_key)))
+        if pair.cert.not_valid_after_utc - renew_before > datetime.datetime.now(datetime.timezone.utc):
+            return pair
     except pki.PKIError:
         pass
-    key = pki.new_private_key("ECDSA")
-    ca = pki.KeyPair(pki.sign(key.public_key(), pki.Request(
-        common_name=common_name, is_ca=True, duration=datetime.timedelta(days=3650),
-        usages=("digital signature", "key encipherment", "cert sign")), None, key), key)
+    ca = new_ca(common_name, lifetime)
     body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name, "namespace": namespace},
             "data": {cert_key: pki.b64(ca.cert_pem), key_key: pki.b64(ca.key_pem)}}
     try:
@@ -43,8 +46,16 @@ def load_or_create_ca(kube: Kube, namespace: str, secret_name: str, common_name:
     except ApiException as e:
         if e.status != 409:
             raise
-        return load_or_create_ca(kube, namespace, secret_name, common_name, cert_key, key_key)  # lost a race
+        return load_or_create_ca(kube, namespace, secret_name, common_name, cert_key, key_key, lifetime,  # lost a race
+                                 renew_before)
     return ca
+
+
+def new_ca(common_name: str, lifetime: datetime.timedelta) -> pki.KeyPair:
+    key = pki.new_private_key("ECDSA")
+    return pki.KeyPair(pki.sign(key.public_key(), pki.Request(
+        common_name=common_name, is_ca=True, duration=lifetime,
+        usages=("digital signature", "key encipherment", "cert sign")), None, key), key)
 
 
 def service_names(service: str, namespace: str) -> list[str]:

@@ -1,0 +1,96 @@
+"""Autoscaling of an InferenceService, as the controllers put it in force, read back from the API:
+
+- Serverless (Knative): KServe writes the predictor's minReplicas, maxReplicas, scaleTarget and scaleMetric as
+  `autoscaling.knative.dev/{min-scale,max-scale,target,metric}` on the Knative Service's template, with class
+  kpa.autoscaling.knative.dev (reconcilers/knative/ksvc_reconciler.go @v0.11.0); Knative copies the Revision's
+  annotations onto the Revision's PodAutoscaler (pkg/reconciler/revision/resources/pa.go MakePA @v0.38.0), which its
+  autoscaler obeys. The cluster-wide settings are config-autoscaler's (knative-serving).
+- Standard (RawDeployment): KServe creates a HorizontalPodAutoscaler `<isvc>-predictor` (reconcilers/hpa/
+  hpa_reconciler.go createHPA @v0.20.0): minReplicas (at least 1), maxReplicas (at least min), one Resource metric
+  with the scaleTarget as averageUtilization (cpu by default).
+
+    AutoscalingSpec                    what the InferenceService asks for
+    serverless_problems(pa, spec)      how a PodAutoscaler differs from it
+    hpa_problems(hpa, spec)            how an HPA differs from it
+    knative_settings(data)             config-autoscaler's settings, each as set or as Knative's default
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KPA_CLASS = "kpa.autoscaling.knative.dev"
+KNATIVE_AUTOSCALING = "autoscaling.knative.dev"
+PA_API, PA_KIND = "autoscaling.internal.knative.dev/v1alpha1", "PodAutoscaler"
+HPA_API, HPA_KIND = "autoscaling/v2", "HorizontalPodAutoscaler"
+SERVERLESS_MODES = ("Serverless", "Knative")
+
+# pkg/autoscaler/config/config.go defaultConfig @knative.dev/serving v0.38.0 (Knative 1.11): what applies where
+# config-autoscaler sets nothing (its data holds only `_example`).
+KNATIVE_DEFAULTS = {
+    "pod-autoscaler-class": KPA_CLASS,
+    "enable-scale-to-zero": "true",
+    "scale-to-zero-grace-period": "30s",
+    "scale-to-zero-pod-retention-period": "0s",
+    "stable-window": "60s",
+    "panic-window-percentage": "10",
+    "scale-down-delay": "0s",
+    "container-concurrency-target-default": "100",
+    "container-concurrency-target-percentage": "70",
+    "target-burst-capacity": "211",
+    "max-scale-up-rate": "1000",
+    "max-scale-down-rate": "2",
+    "initial-scale": "1",
+    "allow-zero-initial-scale": "false",
+}
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    min_replicas: int
+    max_replicas: int
+    metric: str          # concurrency | rps (Knative), cpu | memory (HPA)
+    target: int
+
+    def predictor_fields(self) -> dict:
+        """The InferenceService predictor's fields (ComponentExtensionSpec) for this spec."""
+        return {"minReplicas": self.min_replicas, "maxReplicas": self.max_replicas, "scaleMetric": self.metric,
+                "scaleTarget": self.target}
+
+
+def serverless_problems(pa: dict, spec: AutoscalingSpec) -> list[str]:
+    annotations = pa["metadata"].get("annotations") or {}
+    want = {f"{KNATIVE_AUTOSCALING}/class": KPA_CLASS, f"{KNATIVE_AUTOSCALING}/min-scale": str(spec.min_replicas),
+            f"{KNATIVE_AUTOSCALING}/max-scale": str(spec.max_replicas),
+            f"{KNATIVE_AUTOSCALING}/metric": spec.metric, f"{KNATIVE_AUTOSCALING}/target": str(spec.target)}
+    problems = [f"{key} is {annotations.get(key)!r}, expected {value!r}" for key, value in want.items()
+                if annotations.get(key) != value]
+    target = (pa.get("spec") or {}).get("scaleTargetRef") or {}
+    if target.get("kind") != "Deployment" or not target.get("name"):
+        problems.append(f"spec.scaleTargetRef is {target}, not a Deployment")
+    return problems
+
+
+def hpa_problems(hpa: dict, spec: AutoscalingSpec, deployment: str) -> list[str]:
+    s = hpa.get("spec") or {}
+    problems = []
+    if s.get("minReplicas") != spec.min_replicas:
+        problems.append(f"minReplicas is {s.get('minReplicas')}, expected {spec.min_replicas}")
+    if s.get("maxReplicas") != spec.max_replicas:
+        problems.append(f"maxReplicas is {s.get('maxReplicas')}, expected {spec.max_replicas}")
+    ref = s.get("scaleTargetRef") or {}
+    if (ref.get("kind"), ref.get("name")) != ("Deployment", deployment):
+        problems.append(f"scaleTargetRef is {ref.get('kind')}/{ref.get('name')}, expected Deployment/{deployment}")
+    resources = [m.get("resource") or {} for m in s.get("metrics") or [] if m.get("type") == "Resource"]
+    if not any(r.get("name") == spec.metric and (r.get("target") or {}).get("averageUtilization") == spec.target
+               for r in resources):
+        problems.append(f"no {spec.metric} metric with averageUtilization {spec.target}: {s.get('metrics')}")
+    return problems
+
+
+def knative_settings(data: dict | None) -> dict[str, str]:
+    """Each setting that shapes scaling, as config-autoscaler sets it or as Knative's default."""
+    data = {k: v for k, v in (data or {}).items() if k != "_example"}
+    out = {key: f"{data[key]} (set)" if key in data else f"{default} (default)"
+           for key, default in KNATIVE_DEFAULTS.items()}
+    out.update({key: f"{value} (set)" for key, value in data.items() if key not in KNATIVE_DEFAULTS})
+    return out
