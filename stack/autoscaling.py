@@ -2,7 +2,8 @@
 
 - Serverless (Knative): KServe writes the predictor's minReplicas, maxReplicas, scaleTarget and scaleMetric as
   `autoscaling.knative.dev/{min-scale,max-scale,target,metric}` on the Knative Service's template, with class
-  kpa.autoscaling.knative.dev (reconcilers/knative/ksvc_reconciler.go @v0.11.0); Knative copies the Revision's
+  kpa.autoscaling.knative.dev (reconcilers/knative/ksvc_reconciler.go @v0.11.0; the same keys from
+  pkg/controller/v1alpha1/utils SetAutoScalingAnnotations @v0.20.0); Knative copies the Revision's
   annotations onto the Revision's PodAutoscaler (pkg/reconciler/revision/resources/pa.go MakePA @v0.38.0), which its
   autoscaler obeys. The cluster-wide settings are config-autoscaler's (knative-serving).
 - Standard (RawDeployment): KServe creates a HorizontalPodAutoscaler `<isvc>-predictor` (reconcilers/hpa/

@@ -57,6 +57,16 @@ def test_twin_fault_needs_the_twin():
     assert out.returncode == 4 and "--twin-fault only applies to --cluster twin" in out.stderr
 
 
+@pytest.mark.parametrize("args,message", [
+    (("--cert-window-days", "-1"), "--cert-window-days must be zero or more days, got -1.0"),
+    (("--prometheus-url", "prometheus:9090"), "--prometheus-url must be an http:// or https:// URL"),
+])
+def test_a_bad_security_or_monitoring_option_is_one_clear_error(args, message):
+    out = run_pytest("suites/acceptance", *args, env=NO_DOCKER, timeout=60)
+    assert out.returncode == 4 and message in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
 def test_context_needs_an_existing_cluster():
     out = run_pytest("suites/acceptance", "--context", "prod", env=NO_DOCKER, timeout=60)
     assert out.returncode == 4 and "add --cluster existing" in out.stderr

@@ -1,0 +1,49 @@
+"""What AC-AUTOSCALING asks of the autoscaler objects, on the shapes upstream's controllers write: a PodAutoscaler
+as Knative's MakePA copies the Revision's annotations, an HPA as KServe's createHPA builds it."""
+from __future__ import annotations
+
+from stack.autoscaling import AutoscalingSpec, hpa_problems, knative_settings, serverless_problems
+
+SERVERLESS = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="concurrency", target=5)
+STANDARD = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="cpu", target=60)
+
+
+def pod_autoscaler(**annotations: str) -> dict:
+    base = {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev", "autoscaling.knative.dev/min-scale": "1",
+            "autoscaling.knative.dev/max-scale": "3", "autoscaling.knative.dev/metric": "concurrency",
+            "autoscaling.knative.dev/target": "5"}
+    return {"metadata": {"name": "iris-predictor-00001", "annotations": {**base, **annotations}},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "name": "iris-predictor-00001-deployment"}}}
+
+
+def hpa(min_replicas=1, max_replicas=3, utilization=60, resource="cpu") -> dict:
+    return {"spec": {"minReplicas": min_replicas, "maxReplicas": max_replicas,
+                     "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris-predictor"},
+                     "metrics": [{"type": "Resource", "resource": {"name": resource, "target": {
+                         "type": "Utilization", "averageUtilization": utilization}}}]}}
+
+
+def test_a_pod_autoscaler_holding_the_spec_passes_and_each_difference_is_named():
+    assert serverless_problems(pod_autoscaler(), SERVERLESS) == []
+    problems = serverless_problems(pod_autoscaler(**{"autoscaling.knative.dev/max-scale": "10"}), SERVERLESS)
+    assert problems == ["autoscaling.knative.dev/max-scale is '10', expected '3'"]
+    bare = {"metadata": {"annotations": {}}, "spec": {}}
+    assert len(serverless_problems(bare, SERVERLESS)) == 6       # five annotations and the scale target
+
+
+def test_an_hpa_holding_the_spec_passes_and_each_difference_is_named():
+    assert hpa_problems(hpa(), STANDARD, "iris-predictor") == []
+    assert hpa_problems(hpa(max_replicas=1), STANDARD, "iris-predictor") == ["maxReplicas is 1, expected 3"]
+    [problem] = hpa_problems(hpa(utilization=80), STANDARD, "iris-predictor")   # KServe's default, not the spec's
+    assert problem.startswith("no cpu metric with averageUtilization 60")
+    assert hpa_problems(hpa(), STANDARD, "other") == ["scaleTargetRef is Deployment/iris-predictor, expected "
+                                                      "Deployment/other"]
+
+
+def test_config_autoscaler_settings_are_recorded_as_set_or_as_knatives_default():
+    settings = knative_settings({"_example": "...", "stable-window": "30s", "scale-to-zero-grace-period": "10s",
+                                 "activator-capacity": "50"})
+    assert settings["stable-window"] == "30s (set)" and settings["scale-to-zero-grace-period"] == "10s (set)"
+    assert settings["enable-scale-to-zero"] == "true (default)"
+    assert settings["activator-capacity"] == "50 (set)" and "_example" not in settings
