@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 KPA_CLASS = "kpa.autoscaling.knative.dev"
@@ -86,6 +87,41 @@ def hpa_problems(hpa: dict, spec: AutoscalingSpec, deployment: str) -> list[str]
                for r in resources):
         problems.append(f"no {spec.metric} metric with averageUtilization {spec.target}: {s.get('metrics')}")
     return problems
+
+
+@dataclass(frozen=True)
+class ScaleToZero:
+    """config-autoscaler's scale-to-zero settings, with Knative's defaults where unset."""
+    enabled: bool
+    stable_window: float              # seconds without a request before the revision is deemed idle
+    grace_period: float               # then the time the activator is given to be in the path
+    pod_retention: float              # then how long the last pod may stay
+
+    @property
+    def idle_seconds(self) -> float:
+        """How long after its last request an idle revision loses its last replica, at the latest."""
+        return self.stable_window + self.grace_period + self.pod_retention
+
+    @classmethod
+    def from_config(cls, data: dict | None) -> "ScaleToZero":
+        data = data or {}
+
+        def value(key: str) -> str:
+            return data.get(key, KNATIVE_DEFAULTS[key])
+        return cls(value("enable-scale-to-zero").lower() == "true", go_seconds(value("stable-window")),
+                   go_seconds(value("scale-to-zero-grace-period")), go_seconds(value("scale-to-zero-pod-retention-period")))
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+
+
+def go_seconds(text: str) -> float:
+    """A Go duration ("60s", "1m30s", "0s") in seconds; ValueError for anything else."""
+    scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = _DURATION.findall(text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def knative_settings(data: dict | None) -> dict[str, str]:

@@ -16,6 +16,7 @@ requests (an admission dry-run) that run once its watched state is reached.
     inference_service(ns, name)     an InferenceService Ready with a URL; terminal on its pods' pull/crash loops
     admission_probe(probe, ns)      a webhook admits a valid dry-run object and denies an invalid one
     absent(refs)                    objects gone (after a delete)
+    scaled_to_zero(ns, selector)    no Pod with those labels left (an autoscaler scaled to zero)
 """
 from __future__ import annotations
 
@@ -262,6 +263,15 @@ def absent(refs: Iterable[tuple[str, str, str]], name: str = "deleted") -> Check
         return Status(not left, "still present: " + ", ".join(left) if left else "all gone")
 
     return Check(name, Category.NOT_READY, tuple(dict.fromkeys(Source(api, kind) for api, kind, _ in refs)), evaluate)
+
+
+def scaled_to_zero(namespace: str, label_selector: str, name: str = "scaled to zero") -> Check:
+    """No Pod with these labels is left in the namespace (an autoscaler took the last replica away)."""
+    def evaluate(snap: Snapshot) -> Status:
+        left = sorted(p["metadata"]["name"] for p in snap.items("v1", "Pod", namespace))
+        return Status(not left, f"{len(left)} pod(s) left: {', '.join(left)}" if left else "no pod left")
+
+    return Check(name, Category.AUTOSCALING, (Source("v1", "Pod", namespace, label_selector),), evaluate)
 
 
 # -- admission probes ---------------------------------------------------------------------------------------------------

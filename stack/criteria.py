@@ -38,6 +38,8 @@ CRITERIA: tuple[Criterion, ...] = (
               requires="kserve", needs="a profile that requires it (require: [AC-POD-SECURITY])"),
     # Autoscaling: what the mode's autoscaler holds for an InferenceService, and the cluster's settings.
     Criterion("AC-AUTOSCALING", "An InferenceService's autoscaling bounds and target are in force", requires="kserve"),
+    Criterion("AC-SCALE-TO-ZERO", "An idle InferenceService scales to zero and a request cold-starts it",
+              requires="knative"),
     # Monitoring: the model server's own metrics, and a Prometheus where one is given.
     Criterion("AC-METRICS", "The model server's metrics count exactly the predict calls made", requires="kserve"),
     Criterion("AC-PROMQL", "Prometheus holds the model's series", requires="kserve",

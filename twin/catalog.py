@@ -11,10 +11,11 @@ installs and their containers), so a renamed Deployment in a profile still gets 
 | istio        | discovery (istiod)                     | twin/standins/istiod.py (validation + sidecar injection webhooks) |
 | istio        | istio-proxy (the ingress gateway)      | twin/standins/gateway.py (Envoy's routing of VirtualServices) |
 | knative      | controller / webhook                   | twin/standins/knative.py (Services, Revisions, Routes) / knative_webhook.py |
+| knative      | activator / autoscaler                 | twin/standins/activator.py (holds, proxies) / autoscaler.py (from and to zero) |
 | knative      | net-istio controller / webhook         | twin/standins/netistio.py / knative_webhook.py net-istio |
 | kube-system  | kube-proxy (DaemonSet)                 | twin/standins/kubeproxy.py (NodePorts)          |
 
-Containers not listed (activator, autoscaler, kube-rbac-proxy, CoreDNS...) run nothing: KWOK reports them
+Containers not listed (kube-rbac-proxy, CoreDNS...) run nothing: KWOK reports them
 running and nothing answers at their ports, which no check of the suite depends on.
 """
 from __future__ import annotations
@@ -33,6 +34,8 @@ STANDIN_ROLES = {
     ("istio", "istio-proxy"): ("gateway", None),
     ("knative", "controller"): ("knative", None),
     ("knative", "webhook"): ("knative_webhook", None),
+    ("knative", "activator"): ("activator", None),
+    ("knative", "autoscaler"): ("autoscaler", None),
 }
 NET_ISTIO = {"controller": ("netistio", None), "webhook": ("knative_webhook", "net-istio")}
 KUBE_PROXY = ("kube-system", "kube-proxy")

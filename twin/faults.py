@@ -20,6 +20,7 @@ KINDS = {
     "cert-expiring": (None, "Knative's webhook CA rotation is stuck: its CA expires in 6 hours"),
     "metrics-not-counting": (None, "the model server's /metrics never counts a predict call"),
     "autoscaler-missing": (None, "Knative makes no PodAutoscaler for a Revision"),
+    "scale-to-zero-stuck": (None, "Knative's autoscaler never scales a revision below one replica"),
     # The S3 settings the twin hands over (its S3 store's) as a user could get them wrong:
     "s3-wrong-credentials": (None, "the S3 secret key handed over is not the store's"),
     "s3-no-bucket": (None, "the S3 URI handed over names a bucket the store does not have"),
@@ -65,7 +66,7 @@ def parse_fault(spec: str, profile=None) -> Fault:
     if wanted is None:
         if sep:
             raise FaultSpecError(f"twin fault {kind!r} takes no target, got {text!r}")
-        if kind in ("cert-expiring", "autoscaler-missing") and profile is not None and not profile.has("knative"):
+        if kind in ("cert-expiring", "autoscaler-missing", "scale-to-zero-stuck") and profile is not None and not profile.has("knative"):
             raise FaultSpecError(f"twin fault {kind} breaks a part of Knative: profile {profile.name!r} has no knative")
         return Fault(kind)
     if not target:

@@ -431,11 +431,15 @@ def _knative_extras(profile, comp, preinstalled: bool, version_label: str | None
                             ("config-gc", "controller"), ("config-leader-election", "controller"),
                             ("config-logging", "logging"), ("config-network", "networking"),
                             ("config-observability", "observability"), ("config-tracing", "tracing")):
+        data = {"_example": "# defaults apply (synthesised by the twin: serving-core.yaml is not at hand offline)\n"}
+        if name == "config-autoscaler":
+            # The twin's cluster is configured to scale an idle revision to zero quickly (Knative's minimum stable
+            # window, 6 s; a grace period of 6 s), as an operator may: AC-SCALE-TO-ZERO reads and waits for these.
+            data.update({"stable-window": "6s", "scale-to-zero-grace-period": "6s"})
         objs.append({"apiVersion": "v1", "kind": "ConfigMap",
                      "metadata": {"name": name, "namespace": ns, "labels": dict(labels, **{
                          "app.kubernetes.io/component": component})},
-                     "data": {"_example": "# defaults apply (synthesised by the twin: serving-core.yaml is not at "
-                                          "hand offline)\n"}})
+                     "data": data})
     objs.append({"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "config-istio", "namespace": ns,
                               "labels": dict(labels, **{"app.kubernetes.io/component": "net-istio",

@@ -12,7 +12,7 @@ import requests
 
 from stack import retry
 from stack.checks import ISVC_API, ISVC_KIND, inference_service
-from stack.failures import Category, expect
+from stack.failures import Category, CheckFailure, expect
 from stack.wait import Deadline, wait_for
 
 ISVC = (ISVC_API, ISVC_KIND)
@@ -71,14 +71,20 @@ class Predictor:
         if self.route == "ingress-gateway" and not self.base:
             pytest.fail("cannot reach the ingress gateway from here: set KSTACK_INGRESS_URL", pytrace=False)
 
-    def post(self, path: str, payload: dict, evidence=None, what: str = "") -> tuple[dict, float]:
-        """The answer and its latency; with `evidence`, the exchange is recorded as `what`."""
+    def post(self, path: str, payload: dict, evidence=None, what: str = "", timeout: float = 30) -> tuple[dict, float]:
+        """The answer and its latency; with `evidence`, the exchange is recorded as `what`. `timeout`: how long one
+        call may wait for its answer (a cold start waits for a replica to come up)."""
         def once():
             started = time.monotonic()
             if self.route == "service-proxy":
-                status, text = self.kube.service_proxy(self.namespace, f"{self.name}-predictor", 80, "POST", path, payload)
+                status, text = self.kube.service_proxy(self.namespace, f"{self.name}-predictor", 80, "POST", path,
+                                                       payload, timeout=timeout)
             else:
-                r = requests.post(self.base + path, json=payload, headers={"Host": self.host}, timeout=30)
+                try:
+                    r = requests.post(self.base + path, json=payload, headers={"Host": self.host}, timeout=timeout)
+                except requests.RequestException as e:      # no answer at all: the model's failure, not a test's
+                    raise CheckFailure(f"predict {path} via {self.route}: no answer within {timeout:.0f} s: {e}",
+                                       Category.PREDICT) from None
                 status, text = r.status_code, r.text
             if status in SETTLING:
                 raise RouteSettling(status, text)

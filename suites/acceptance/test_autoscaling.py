@@ -1,19 +1,28 @@
 """Autoscaling: an InferenceService with its own minReplicas, maxReplicas, scaleMetric and scaleTarget has them in
 force where the mode's autoscaler reads them (Knative's PodAutoscaler, or the HorizontalPodAutoscaler of Standard
-mode), and the sign-off records the cluster's autoscaler settings."""
+mode), and the sign-off records the cluster's autoscaler settings; in Serverless mode an idle InferenceService with
+minReplicas 0 loses its last replica within Knative's configured window and grace period, and a request then
+cold-starts it."""
 from __future__ import annotations
+
+import time
 
 import allure
 import pytest
 
-from stack import autoscaling
-from stack.autoscaling import AutoscalingSpec
+from stack import autoscaling, checks
+from stack.autoscaling import AutoscalingSpec, ScaleToZero
 from stack.failures import Category, expect
-from suites.acceptance.iris import deploy_and_wait, isvc_manifest
+from stack.wait import Deadline, wait_for
+from suites.acceptance.iris import V1_INPUT, Predictor, deploy_and_wait, isvc_manifest
 
 pytestmark = [pytest.mark.area("autoscaling", story="autoscaling", feature="kserve"),
               pytest.mark.severity("normal"), pytest.mark.needs("stack")]
 SCALED = "sklearn-iris-scaling"
+ZERO = "sklearn-iris-zero"
+# Beyond Knative's own window, grace and retention (never scaled: they are the cluster's settings), the time for the
+# last pod to terminate; --timeout-scale scales this part, never below MIN_SLACK.
+IDLE_SLACK, MIN_SLACK = 60.0, 15.0
 # Bounds a real cluster can hold without load: one replica stays, up to three may come.
 SERVERLESS_SPEC = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="concurrency", target=5)
 STANDARD_SPEC = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="cpu", target=60)
@@ -54,3 +63,40 @@ def test_autoscaling_follows_the_inference_service(profile, kube, stack, test_na
     evidence.add("autoscaling in force", {"InferenceService": f"{ns}/{SCALED}", "asked": spec.predictor_fields(),
                                           "autoscaler": where, "found": seen})
     expect(not problems, Category.AUTOSCALING, f"{where}: " + "; ".join(problems))
+
+
+@pytest.mark.criteria("AC-SCALE-TO-ZERO")
+@allure.title("An idle InferenceService with minReplicas 0 scales to zero, and a request cold-starts it")
+def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingress_url, deadline, run_options,
+                                      diagnostics, evidence):
+    if profile.iris.get("deployment_mode") not in autoscaling.SERVERLESS_MODES:
+        pytest.skip("the profile's InferenceServices are not Serverless: Standard mode does not scale to zero")
+    config = kube.get("v1", "ConfigMap", "config-autoscaler", "knative-serving")
+    settings = ScaleToZero.from_config((config or {}).get("data"))
+    expect(settings.enabled, Category.AUTOSCALING, "config-autoscaler has enable-scale-to-zero false: no revision "
+                                                   "scales to zero on this cluster")
+    ns = test_namespace("zero")
+    diagnostics.namespace(ns)
+    manifest = isvc_manifest(profile, ns, name=ZERO)
+    manifest["spec"]["predictor"]["minReplicas"] = 0
+    isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
+    path = f"/v1/models/{ZERO}:predict"     # KServe names the model after its InferenceService
+    Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(path, V1_INPUT)   # it served once
+    idle_budget = settings.idle_seconds + max(IDLE_SLACK * run_options.timeout_scale, MIN_SLACK)
+    started = time.monotonic()
+    wait_for(kube, checks.scaled_to_zero(ns, f"serving.kserve.io/inferenceservice={ZERO}",
+                                         name=f"{ns}/{ZERO} scaled to zero"),
+             Deadline(idle_budget, "scale to zero"))
+    to_zero = time.monotonic() - started
+    started = time.monotonic()
+    budget = deadline("predict")
+    body, _ = Predictor(kube, profile, ingress_url, isvc, budget).post(path, V1_INPUT, timeout=budget.remaining())
+    cold_start = time.monotonic() - started
+    allure.dynamic.parameter("cold_start_seconds", round(cold_start, 2))
+    evidence.add("scale to zero and cold start", {
+        "InferenceService": f"{ns}/{ZERO} (minReplicas 0)",
+        "config-autoscaler": f"enable-scale-to-zero {settings.enabled}, stable-window {settings.stable_window:g} s, "
+                             f"scale-to-zero-grace-period {settings.grace_period:g} s, "
+                             f"scale-to-zero-pod-retention-period {settings.pod_retention:g} s",
+        "last replica gone after": f"{to_zero:.1f} s (allowed {idle_budget:.0f} s)",
+        "cold start (first predict at zero)": f"{cold_start:.2f} s", "answer": body})

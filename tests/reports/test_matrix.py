@@ -43,9 +43,11 @@ EXPECTED = {
         "AC-POD-SECURITY": (FAIL, "security.test_predictor_containers_run_restricted", "Image pull"),
         "AC-AUTOSCALING": (FAIL, "autoscaling.test_autoscaling_follows_the_inference_service", "Image pull"),
         "AC-METRICS": (FAIL, "monitoring.test_model_metrics_count_the_predict_calls", "Image pull"),
+        "AC-SCALE-TO-ZERO": (FAIL, "autoscaling.test_scale_to_zero_and_cold_start", "Image pull"),
         **OPTIONAL,
     },
     "latest-standard": {"AC-ISTIO": (NOT_RUN, None, None), "AC-KNATIVE": (NOT_RUN, None, None),   # no Istio/Knative
+                        "AC-SCALE-TO-ZERO": (NOT_RUN, None, None),
                         **OPTIONAL},
 }
 

@@ -13,7 +13,9 @@ revision,route}):
   replicas from autoscaling.knative.dev/min-scale (at least initial-scale 1), and Services `<revision>` and
   `<revision>-private` (http 80 -> queue-proxy 8012); it is Ready when its Deployment has a ready replica, and
   reports the Pods' failure (ContainerMissing / ProgressDeadline-like reasons from their container states) if not;
-- a Revision also gets its PodAutoscaler (annotations and labels of the Revision, as MakePA), without a status;
+- a Revision also gets its PodAutoscaler (annotations and labels of the Revision, as MakePA), which the autoscaler
+  stand-in acts on; its public Service's Endpoints are the activator's (the activator stand-in holds requests while
+  a revision scales from zero); a revision scaled to zero stays Ready;
 - a Route gets a networking.internal.knative.dev Ingress (class istio: net-istio's stand-in programs the
   gateways), its URL from config-domain (cluster-local `svc.cluster.local` when config-domain names no domain), and
   is Ready when the Ingress is;
@@ -57,10 +59,12 @@ class Controller:
         self.ingresses = Informer(kube, NETWORKING, "Ingress", self._owner_event)
         self.config_domain = Informer(kube, "v1", "ConfigMap", self._config_event, namespace=system_namespace,
                                       field_selector="metadata.name=config-domain")
+        self.activators = Informer(kube, "v1", "Pod", self._config_event, namespace=system_namespace,
+                                   label_selector="app=activator")
 
     def start(self) -> None:
-        for informer in (self.config_domain, self.pods, self.deployments, self.ingresses, self.revisions,
-                         self.services):
+        for informer in (self.config_domain, self.activators, self.pods, self.deployments, self.ingresses,
+                         self.revisions, self.services):
             informer.start()
 
     def _enqueue(self, event_type: str, svc: dict) -> None:
@@ -97,6 +101,7 @@ class Controller:
         template = svc["spec"].get("template") or {}
         config = self._configuration(svc, template, generation)
         revision = self._revision(svc, config, template)
+        self._activator_endpoints(revision)
         ready, reason, message = self._revision_status(revision)
         route, ingress_ready = self._route(svc, revision if ready else self._last_ready(svc, config))
         self._service_status(svc, config, revision, ready, reason, message, route, ingress_ready)
@@ -197,14 +202,30 @@ class Controller:
         self.kube.apply(deployment, MANAGER)
         if not runtime.has_fault("autoscaler-missing"):
             self.kube.apply(self._pod_autoscaler(revision, pod_labels, annotations), MANAGER)
-        for svc_name, selector in ((name, {"serving.knative.dev/revisionUID": meta["uid"]}),
-                                   (f"{name}-private", {"serving.knative.dev/revisionUID": meta["uid"]})):
+        # The public Service has no selector: its Endpoints are the activator's (SKS proxy mode, _activator_endpoints);
+        # the private one selects the revision's Pods, where the activator sends what it holds.
+        for svc_name, selector in ((name, None), (f"{name}-private", {"serving.knative.dev/revisionUID": meta["uid"]})):
             self.kube.apply({"apiVersion": "v1", "kind": "Service",
                              "metadata": {"name": svc_name, "namespace": ns, "labels": dict(pod_labels),
                                           "ownerReferences": [owner_ref(revision)]},
-                             "spec": {"selector": selector,
+                             "spec": {**({"selector": selector} if selector else {}),
                                       "ports": [{"name": "http", "port": 80, "targetPort": QUEUE_PORT,
                                                  "protocol": "TCP"}]}}, MANAGER)
+
+    def _activator_endpoints(self, revision: dict) -> None:
+        """The public Service's Endpoints: the ready activator Pods (kube-controller-manager mirrors them into
+        EndpointSlices, which the gateway routes by). Knative keeps the activator in the path of a small revision
+        (target-burst-capacity 211), and in the path of every revision at zero."""
+        meta = revision["metadata"]
+        addresses = sorted(p["status"]["podIP"] for p in self.activators.items()
+                           if (p.get("status") or {}).get("podIP") and is_true(p, "Ready"))
+        subsets = [{"addresses": [{"ip": ip} for ip in addresses],
+                    "ports": [{"name": "http", "port": QUEUE_PORT, "protocol": "TCP"}]}] if addresses else []
+        self.kube.apply({"apiVersion": "v1", "kind": "Endpoints",
+                         "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                                      "labels": {"serving.knative.dev/revision": meta["name"]},
+                                      "ownerReferences": [owner_ref(revision)]},
+                         "subsets": subsets}, MANAGER)
 
     @staticmethod
     def _pod_autoscaler(revision: dict, labels: dict, annotations: dict) -> dict:
@@ -230,7 +251,10 @@ class Controller:
         ns, name = meta["namespace"], meta["name"]
         dep = self.deployments.get(f"{name}-deployment", ns) or self.kube.get("apps/v1", "Deployment",
                                                                                f"{name}-deployment", ns)
-        ready = bool(dep) and int((dep.get("status") or {}).get("readyReplicas") or 0) > 0
+        # Ready with a ready replica, and also at zero: only the autoscaler scales a revision to no replica (its
+        # initial scale is at least one), and Knative keeps such a revision Ready (Active False, NoTraffic).
+        ready = bool(dep) and (int((dep.get("status") or {}).get("readyReplicas") or 0) > 0
+                               or int((dep.get("spec") or {}).get("replicas", 1)) == 0)
         reason = message = None
         if not ready:
             reason, message = self._pod_problem(ns, name)
