@@ -16,7 +16,7 @@ requests (an admission dry-run) that run once its watched state is reached.
     inference_service(ns, name)     an InferenceService Ready with a URL; terminal on its pods' pull/crash loops
     admission_probe(probe, ns)      a webhook admits a valid dry-run object and denies an invalid one
     absent(refs)                    objects gone (after a delete)
-    scaled_to_zero(ns, selector)    no Pod with those labels left (an autoscaler scaled to zero)
+    pods_scaled(ns, selector, ...)  at least N Ready Pods with those labels, or at most M left (an autoscaler's work)
 """
 from __future__ import annotations
 
@@ -265,11 +265,16 @@ def absent(refs: Iterable[tuple[str, str, str]], name: str = "deleted") -> Check
     return Check(name, Category.NOT_READY, tuple(dict.fromkeys(Source(api, kind) for api, kind, _ in refs)), evaluate)
 
 
-def scaled_to_zero(namespace: str, label_selector: str, name: str = "scaled to zero") -> Check:
-    """No Pod with these labels is left in the namespace (an autoscaler took the last replica away)."""
+def pods_scaled(namespace: str, label_selector: str, *, at_least: int | None = None, at_most: int | None = None,
+                name: str = "replicas") -> Check:
+    """At least `at_least` Ready Pods with these labels (not terminating), or at most `at_most` Pods left at all
+    (terminating ones count until they are gone): what an autoscaler's scaling out or in leaves."""
     def evaluate(snap: Snapshot) -> Status:
-        left = sorted(p["metadata"]["name"] for p in snap.items("v1", "Pod", namespace))
-        return Status(not left, f"{len(left)} pod(s) left: {', '.join(left)}" if left else "no pod left")
+        pods = snap.items("v1", "Pod", namespace)
+        ready = [p for p in pods if readiness.condition_true(p, "Ready") and not p["metadata"].get("deletionTimestamp")]
+        seen = f"{len(pods)} pod(s), {len(ready)} Ready: {', '.join(sorted(p['metadata']['name'] for p in pods))}"
+        done = (at_least is None or len(ready) >= at_least) and (at_most is None or len(pods) <= at_most)
+        return Status(done, seen if pods else "no pod left")
 
     return Check(name, Category.AUTOSCALING, (Source("v1", "Pod", namespace, label_selector),), evaluate)
 

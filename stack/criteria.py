@@ -40,6 +40,8 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("AC-AUTOSCALING", "An InferenceService's autoscaling bounds and target are in force", requires="kserve"),
     Criterion("AC-SCALE-TO-ZERO", "An idle InferenceService scales to zero and a request cold-starts it",
               requires="knative"),
+    Criterion("AC-SCALE-OUT", "Under a bounded load an InferenceService scales out above one replica and back",
+              requires="knative"),
     # Monitoring: the model server's own metrics, and a Prometheus where one is given.
     Criterion("AC-METRICS", "The model server's metrics count exactly the predict calls made", requires="kserve"),
     Criterion("AC-PROMQL", "Prometheus holds the model's series", requires="kserve",

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
 ALL = {"AC-ISTIO", "AC-KNATIVE", "AC-CERT-MANAGER", "AC-KSERVE-CONTROLLER", "AC-ALL-READY", "AC-CRDS", "AC-WEBHOOKS",
        "AC-CERT-ROUNDTRIP", "AC-IRIS-PREDICT", "AC-IRIS-S3", "AC-RBAC-DEFAULT-SA", "AC-CERT-EXPIRY", "AC-METRICS",
-       "AC-AUTOSCALING", "AC-SCALE-TO-ZERO"}
+       "AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}
 
 
 def run_twin(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[dict, str, Path]:
@@ -50,7 +50,8 @@ def test_every_profile_passes_on_the_twin(tmp_path, profile):
     assert all(statuses(doc)[c] == "passed" for c in ("AC-RBAC-DEFAULT-SA", "AC-CERT-EXPIRY", "AC-METRICS",
                                                       "AC-AUTOSCALING"))
     assert statuses(doc)["AC-POD-SECURITY"] == ("not-run" if profile == "seed" else "passed")
-    assert statuses(doc)["AC-SCALE-TO-ZERO"] == ("not-run" if profile == "latest-standard" else "passed")
+    for serverless_only in ("AC-SCALE-TO-ZERO", "AC-SCALE-OUT"):
+        assert statuses(doc)[serverless_only] == ("not-run" if profile == "latest-standard" else "passed")
     assert statuses(doc)["AC-PROMQL"] == "not-run"      # optional, and no Prometheus was given
     for fmt in ("signoff.md", "signoff.html"):
         assert "SIMULATED" in (tmp_path / "out" / fmt).read_text()[:3000]
@@ -69,20 +70,21 @@ def test_every_profile_passes_on_the_twin(tmp_path, profile):
 # fault -> the criteria it must fail (everything else applicable must still pass), and the category its checks record
 FAULTS = {
     # Knative's autoscaler in a crash loop: its workloads fail, and so does scale to zero (nothing scales).
-    "crashloop:knative-serving/autoscaler": ({"AC-ALL-READY", "AC-KNATIVE", "AC-SCALE-TO-ZERO"}, Category.CRASH_LOOP),
+    "crashloop:knative-serving/autoscaler": ({"AC-ALL-READY", "AC-KNATIVE", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"},
+                                             Category.CRASH_LOOP),
     "imagepull:cert-manager/cert-manager-cainjector": ({"AC-ALL-READY", "AC-CERT-MANAGER"}, Category.IMAGE_PULL),
     # A CRD no controller of the stack needs to serve a model: the CRD checks see it, Iris still answers.
     "crd-missing:clusterdomainclaims.networking.internal.knative.dev": ({"AC-CRDS", "AC-KNATIVE"}, Category.CRD),
     # Istio's validator (failurePolicy Fail once istiod is up) rejects the VirtualService KServe's real controller
     # writes for Iris, so the model is never routed: predict fails too, as it would on a real cluster.
     "cabundle-invalid:istiod-default-validator": ({"AC-WEBHOOKS", "AC-ISTIO", "AC-IRIS-PREDICT", "AC-IRIS-S3",
-                                                   "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO"},
-                                                  Category.WEBHOOK_TLS),
+                                                   "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO",
+                                                   "AC-SCALE-OUT"}, Category.WEBHOOK_TLS),
     "cert-stuck": ({"AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"}, Category.CERTIFICATE),
     "cert-wrong-san": ({"AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"}, Category.CERTIFICATE),
     # Every check that needs a model served fails with it (the autoscaling check deploys one of its own).
-    "isvc-stuck": ({"AC-IRIS-PREDICT", "AC-IRIS-S3", "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO"},
-                   Category.PREDICT),
+    "isvc-stuck": ({"AC-IRIS-PREDICT", "AC-IRIS-S3", "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO",
+                    "AC-SCALE-OUT"}, Category.PREDICT),
     "predict-wrong": ({"AC-IRIS-PREDICT", "AC-IRIS-S3"}, Category.PREDICT),
     # The S3 settings a user got wrong: only the S3 variant fails, its storage initializer naming the cause
     # (KServe's storage code against the twin's S3 store).
@@ -93,8 +95,8 @@ FAULTS = {
     "default-sa-reads-secrets": ({"AC-RBAC-DEFAULT-SA"}, Category.SECURITY),
     "cert-expiring": ({"AC-CERT-EXPIRY"}, Category.SECURITY),
     "metrics-not-counting": ({"AC-METRICS"}, Category.MONITORING),
-    # No PodAutoscaler: the spec is not in force, and nothing scales the revision to zero either.
-    "autoscaler-missing": ({"AC-AUTOSCALING", "AC-SCALE-TO-ZERO"}, Category.AUTOSCALING),
+    # No PodAutoscaler: the spec is not in force, and nothing scales the revision, to zero or out.
+    "autoscaler-missing": ({"AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}, Category.AUTOSCALING),
     "scale-to-zero-stuck": ({"AC-SCALE-TO-ZERO"}, Category.AUTOSCALING),
 }
 S3_CAUSE = {"s3-wrong-credentials": "S3 error [403]: Forbidden",
@@ -132,7 +134,7 @@ def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_ca
     got = statuses(doc)
     failed = {c for c, s in got.items() if s == "failed"}
     assert failed == {"AC-ALL-READY", "AC-KSERVE-CONTROLLER", "AC-WEBHOOKS", "AC-IRIS-PREDICT", "AC-IRIS-S3",
-                      "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO"}, \
+                      "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}, \
         f"{sorted(failed)}: {[(f['id'], f['message'][:300]) for f in doc['failures']]}"
     assert all(got[c] == "passed" for c in ALL - failed), got
     iris = [f for f in doc["failures"] if "AC-IRIS-PREDICT" in f["criteria"]]

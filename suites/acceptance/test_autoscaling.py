@@ -5,7 +5,9 @@ minReplicas 0 loses its last replica within Knative's configured window and grac
 cold-starts it."""
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import allure
 import pytest
@@ -20,6 +22,12 @@ pytestmark = [pytest.mark.area("autoscaling", story="autoscaling", feature="kser
               pytest.mark.severity("normal"), pytest.mark.needs("stack")]
 SCALED = "sklearn-iris-scaling"
 ZERO = "sklearn-iris-zero"
+LOADED = "sklearn-iris-load"
+# The bounded load: this many callers at once, at most LOAD_REQUESTS calls and LOAD_SECONDS, against a per-pod
+# concurrency target of 1 with at most 3 replicas.
+LOAD_SPEC = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="concurrency", target=1)
+LOAD_CALLERS, LOAD_REQUESTS, LOAD_SECONDS = 6, 5000, 90.0
+MIN_SCALE_OUT_WAIT = 30.0      # the wait for a second replica, scaled by --timeout-scale down to this
 # Beyond Knative's own window, grace and retention (never scaled: they are the cluster's settings), the time for the
 # last pod to terminate; --timeout-scale scales this part, never below MIN_SLACK.
 IDLE_SLACK, MIN_SLACK = 60.0, 15.0
@@ -84,8 +92,8 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
     Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(path, V1_INPUT)   # it served once
     idle_budget = settings.idle_seconds + max(IDLE_SLACK * run_options.timeout_scale, MIN_SLACK)
     started = time.monotonic()
-    wait_for(kube, checks.scaled_to_zero(ns, f"serving.kserve.io/inferenceservice={ZERO}",
-                                         name=f"{ns}/{ZERO} scaled to zero"),
+    wait_for(kube, checks.pods_scaled(ns, f"serving.kserve.io/inferenceservice={ZERO}", at_most=0,
+                                      name=f"{ns}/{ZERO} scaled to zero"),
              Deadline(idle_budget, "scale to zero"))
     to_zero = time.monotonic() - started
     started = time.monotonic()
@@ -100,3 +108,74 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
                              f"scale-to-zero-pod-retention-period {settings.pod_retention:g} s",
         "last replica gone after": f"{to_zero:.1f} s (allowed {idle_budget:.0f} s)",
         "cold start (first predict at zero)": f"{cold_start:.2f} s", "answer": body})
+
+
+class BoundedLoad:
+    """LOAD_CALLERS parallel predict loops, stopped by stop(), the request cap or the time cap."""
+
+    def __init__(self, predictor: Predictor, path: str):
+        self.predictor, self.path = predictor, path
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.sent = self.failed = 0
+        self.errors: list[str] = []
+        self.deadline = time.monotonic() + LOAD_SECONDS      # the time cap, whatever the caller waits for
+        self.pool = ThreadPoolExecutor(LOAD_CALLERS, thread_name_prefix="load")
+
+    def _caller(self) -> None:
+        while not self.stopped.is_set() and time.monotonic() < self.deadline:
+            with self.lock:
+                if self.sent >= LOAD_REQUESTS:
+                    return
+                self.sent += 1
+            try:
+                self.predictor.post(self.path, V1_INPUT)
+            except Exception as e:  # noqa: BLE001 - every failed call is counted and reported, none is retried here
+                with self.lock:
+                    self.failed += 1
+                    self.errors.append(str(e)[:200])
+
+    def __enter__(self) -> "BoundedLoad":
+        for _ in range(LOAD_CALLERS):
+            self.pool.submit(self._caller)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.pool.shutdown(wait=True)
+
+
+@pytest.mark.criteria("AC-SCALE-OUT")
+@allure.title("Under a bounded parallel load, an InferenceService's replicas rise above one and fall back")
+def test_replicas_rise_under_load_and_fall_back(profile, kube, stack, test_namespace, ingress_url, deadline,
+                                                run_options, diagnostics, evidence):
+    if profile.iris.get("deployment_mode") not in autoscaling.SERVERLESS_MODES:
+        pytest.skip("the profile's InferenceServices are not Serverless (an HPA scales on CPU, from metrics-server)")
+    config = kube.get("v1", "ConfigMap", "config-autoscaler", "knative-serving")
+    settings = ScaleToZero.from_config((config or {}).get("data"))
+    ns = test_namespace("load")
+    diagnostics.namespace(ns)
+    manifest = isvc_manifest(profile, ns, name=LOADED)
+    manifest["spec"]["predictor"].update(LOAD_SPEC.predictor_fields())
+    isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
+    selector = f"serving.kserve.io/inferenceservice={LOADED}"
+    predictor = Predictor(kube, profile, ingress_url, isvc, deadline("predict"))
+    started = time.monotonic()
+    with BoundedLoad(predictor, f"/v1/models/{LOADED}:predict") as load:
+        wait_for(kube, checks.pods_scaled(ns, selector, at_least=2, name=f"{ns}/{LOADED} scaled out"),
+                 Deadline(max(LOAD_SECONDS * run_options.timeout_scale, MIN_SCALE_OUT_WAIT), "scale out under load"))
+        scaled_out = time.monotonic() - started
+    peak = len(kube.list("v1", "Pod", ns, label_selector=selector)[0])
+    started = time.monotonic()
+    fall_back = settings.stable_window + max(IDLE_SLACK * run_options.timeout_scale, MIN_SLACK)
+    wait_for(kube, checks.pods_scaled(ns, selector, at_most=LOAD_SPEC.min_replicas, name=f"{ns}/{LOADED} scaled in"),
+             Deadline(fall_back, "scale in after the load"))
+    scaled_in = time.monotonic() - started
+    evidence.add("scale out and back", {
+        "InferenceService": f"{ns}/{LOADED}", "asked": LOAD_SPEC.predictor_fields(),
+        "load": f"{LOAD_CALLERS} parallel callers, {load.sent} calls (cap {LOAD_REQUESTS}, {LOAD_SECONDS:g} s)",
+        "failed calls": load.failed, "more than one replica after": f"{scaled_out:.1f} s",
+        "pods at the end of the load": peak,
+        "back to minReplicas after": f"{scaled_in:.1f} s (allowed {fall_back:.0f} s)"})
+    expect(load.failed == 0, Category.AUTOSCALING,
+           f"{load.failed} of {load.sent} calls failed while {LOADED} scaled out: {load.errors[:3]}")

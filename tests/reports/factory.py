@@ -30,6 +30,7 @@ TESTS: dict[str, list[str]] = {
     "STACK-MODEL-METRICS": ["AC-METRICS"],
     "STACK-AUTOSCALING": ["AC-AUTOSCALING"],
     "STACK-SCALE-TO-ZERO": ["AC-SCALE-TO-ZERO"],
+    "STACK-SCALE-OUT": ["AC-SCALE-OUT"],
 }
 
 FEATURE = {"cert-manager": "cert-manager", "istio-system": "istio", "istio": "istio", "knative-serving": "knative",
@@ -39,7 +40,7 @@ FEATURE = {"cert-manager": "cert-manager", "istio-system": "istio", "istio": "is
 def _feature(test_id: str) -> str:
     if "[" in test_id:
         return FEATURE.get(test_id.split("[", 1)[1].rstrip("]"), "stack")
-    if "IRIS" in test_id or "METRICS" in test_id or "AUTOSCALING" in test_id or "ZERO" in test_id:
+    if "IRIS" in test_id or "METRICS" in test_id or "AUTOSCALING" in test_id or "SCALE" in test_id:
         return "kserve"
     return "security" if "RBAC" in test_id or "EXPIRY" in test_id else "cert-manager"
 

@@ -44,10 +44,11 @@ EXPECTED = {
         "AC-AUTOSCALING": (FAIL, "autoscaling.test_autoscaling_follows_the_inference_service", "Image pull"),
         "AC-METRICS": (FAIL, "monitoring.test_model_metrics_count_the_predict_calls", "Image pull"),
         "AC-SCALE-TO-ZERO": (FAIL, "autoscaling.test_scale_to_zero_and_cold_start", "Image pull"),
+        "AC-SCALE-OUT": (FAIL, "autoscaling.test_replicas_rise_under_load_and_fall_back", "Image pull"),
         **OPTIONAL,
     },
     "latest-standard": {"AC-ISTIO": (NOT_RUN, None, None), "AC-KNATIVE": (NOT_RUN, None, None),   # no Istio/Knative
-                        "AC-SCALE-TO-ZERO": (NOT_RUN, None, None),
+                        "AC-SCALE-TO-ZERO": (NOT_RUN, None, None), "AC-SCALE-OUT": (NOT_RUN, None, None),
                         **OPTIONAL},
 }
 

@@ -30,7 +30,7 @@ def test_all_passed_is_pass(factory):
     s3 = _criteria(doc)["AC-IRIS-S3"]
     assert s3["status"] == "not-run" and "optional" in s3["reason"], s3
     assert doc["simulated"] is False
-    assert doc["inventory"] == {"expected": 18, "executed": 18, "missing": [], "skipped": [], "deselected": [],
+    assert doc["inventory"] == {"expected": 19, "executed": 19, "missing": [], "skipped": [], "deselected": [],
                                 "not_executed": [], "outside": [], "found": True}
     crit = _criteria(doc)["AC-CRDS"]
     assert crit["tests"] == ["STACK-CRDS-ESTABLISHED[cert-manager]", "STACK-CRDS-ESTABLISHED[kserve]"]
@@ -82,7 +82,7 @@ def test_deselected_tests_are_not_run_and_incomplete(factory):
     assert "STACK-CERT-ROUNDTRIP" in crit["AC-CERT-MANAGER"]["reason"]
     assert crit["AC-CRDS"]["status"] == "passed"
     assert doc["inventory"]["missing"] == ["STACK-CERT-ROUNDTRIP", "STACK-IRIS-PREDICT"]
-    assert doc["inventory"]["executed"] == 16
+    assert doc["inventory"]["executed"] == 17
     assert any("AC-IRIS-PREDICT" in r for r in doc["verdict_reasons"])
 
 
@@ -351,7 +351,7 @@ S3 = "inference.test_iris_from_s3"
 
 
 def test_every_outcome_is_counted_and_the_counts_add_up_to_the_inventory(factory, tmp_path):
-    """18 tests and the optional S3 check collected; -k left two out; pytest skipped the S3 check; one failed, one
+    """19 tests and the optional S3 check collected; -k left two out; pytest skipped the S3 check; one failed, one
     broke, one never ran (the run was cut short)."""
     from tests.reports.factory import TESTS
     factory.run()
@@ -362,18 +362,18 @@ def test_every_outcome_is_counted_and_the_counts_add_up_to_the_inventory(factory
     factory.result("STACK-WEBHOOKS-ADMIT[kserve]", "broken", "KeyError: 'status'")
     factory.result(S3, "skipped", "Skipped: S3 settings not given (KSTACK_S3_ENDPOINT)", criteria=[])
     doc, md, html_text = _written(factory, tmp_path)
-    counts = {"passed": 13, "failed": 1, "broken": 1, "skipped": 1, "deselected": 2, "not_executed": 1}
-    assert doc["results"] == {"total": 19, **counts}
-    assert sum(counts.values()) == doc["inventory"]["expected"] == 19
+    counts = {"passed": 14, "failed": 1, "broken": 1, "skipped": 1, "deselected": 2, "not_executed": 1}
+    assert doc["results"] == {"total": 20, **counts}
+    assert sum(counts.values()) == doc["inventory"]["expected"] == 20
     assert doc["inventory"]["skipped"] == [S3]
     assert doc["inventory"]["deselected"] == ["STACK-CERT-ROUNDTRIP", "STACK-NS-ACTIVE[istio-system]"]
     assert doc["inventory"]["not_executed"] == ["STACK-CRDS-ESTABLISHED[kserve]"]
     assert _criteria(doc)["AC-CERT-ROUNDTRIP"]["reason"] == "deselected: STACK-CERT-ROUNDTRIP"
     assert ("| passed | failed | broken | skipped | deselected | not executed | total |\n"
-            "|---|---|---|---|---|---|---|\n| 13 | 1 | 1 | 1 | 2 | 1 | 19 |") in md
+            "|---|---|---|---|---|---|---|\n| 14 | 1 | 1 | 1 | 2 | 1 | 20 |") in md
     assert ("<tr><th>passed</th><th>failed</th><th>broken</th><th>skipped</th><th>deselected</th><th>not executed</th>"
-            "<th>total</th></tr></thead><tbody><tr><td>13</td><td>1</td><td>1</td><td>1</td><td>2</td><td>1</td>"
-            "<td>19</td></tr>") in html_text
+            "<th>total</th></tr></thead><tbody><tr><td>14</td><td>1</td><td>1</td><td>1</td><td>2</td><td>1</td>"
+            "<td>20</td></tr>") in html_text
     assert "skipped: S3 settings not given (KSTACK_S3_ENDPOINT)" in md        # the skip's reason beside it
     assert "`STACK-CERT-ROUNDTRIP`: deselected" in md
 

@@ -9,7 +9,8 @@ activator in the path, as Knative does by default for a small revision: target-b
 capacity):
 - receives the gateway's request on :8012 with the Knative-Serving-Namespace and Knative-Serving-Revision headers the
   route sets;
-- counts it (in flight, last seen) for the autoscaler stand-in, which reads the counts from :9090/twin/stats;
+- counts it (in flight, last seen, concurrency over time) for the autoscaler stand-in, which reads the counts from
+  :9090/twin/stats;
 - holds it until the revision has a ready endpoint (its `<revision>-private` Service), at most HOLD_SECONDS, as on a
   scale from zero; then proxies it there and relays the answer. No endpoint in time: 503, as the activator answers.
 """
@@ -76,22 +77,32 @@ class Revisions:
                     return None
                 self._cond.wait(min(left, 1.0))
 
+    def _count(self, key: str, change: int) -> None:
+        """In-flight requests, and their integral over time (concurrency-seconds: the autoscaler divides its growth
+        by the time between two reads for the average concurrency, as the activator's stats report it)."""
+        now = time.time()
+        entry = self.stats.setdefault(key, {"in_flight": 0, "last_request": 0.0, "requests": 0,
+                                            "concurrency_seconds": 0.0, "since": now})
+        entry["concurrency_seconds"] += entry["in_flight"] * (now - entry["since"])
+        entry["since"] = entry["last_request"] = now
+        entry["in_flight"] += change
+        entry["requests"] += max(change, 0)
+
     def begin(self, key: str) -> None:
         with self._cond:
-            entry = self.stats.setdefault(key, {"in_flight": 0, "last_request": 0.0, "requests": 0})
-            entry["in_flight"] += 1
-            entry["requests"] += 1
-            entry["last_request"] = time.time()
+            self._count(key, +1)
 
     def end(self, key: str) -> None:
         with self._cond:
-            entry = self.stats[key]
-            entry["in_flight"] -= 1
-            entry["last_request"] = time.time()
+            self._count(key, -1)
 
     def snapshot(self) -> dict:
+        now = time.time()
         with self._cond:
-            return json.loads(json.dumps(self.stats))
+            out = json.loads(json.dumps(self.stats))
+        for entry in out.values():       # the integral up to now
+            entry["concurrency_seconds"] += entry["in_flight"] * (now - entry.pop("since"))
+        return out
 
 
 def handler_for(revisions: Revisions):

@@ -9,8 +9,9 @@ revision's path), once a second, for each PodAutoscaler of class kpa.autoscaling
 - scale to zero: min-scale 0, enable-scale-to-zero, and no request in flight or seen for stable-window plus
   scale-to-zero-grace-period (config-autoscaler, Knative's defaults where unset) -> 0 replicas;
 - never below the initial scale before the revision has reached it (ScaleTargetInitialized, as the KPA);
-- otherwise at least min-scale. Scaling out under load is not simulated: it needs the per-pod concurrency that only
-  queue-proxy knows.
+- otherwise the stable window's average concurrency (what the activator saw) over the per-pod target (the
+  revision's autoscaling.knative.dev/target, else container-concurrency-target-default, times
+  container-concurrency-target-percentage), at least min-scale, at most max-scale; no panic mode.
 It sets the Deployment's replicas (scale subresource, as the real one does) and the PodAutoscaler's
 status.desiredScale/actualScale.
 
@@ -18,8 +19,10 @@ Fault scale-to-zero-stuck: it never scales below one replica.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import math
 import sys
 import threading
 import time
@@ -27,7 +30,7 @@ import urllib.request
 
 from kubernetes.client.rest import ApiException
 
-from stack.autoscaling import ScaleToZero
+from stack.autoscaling import KNATIVE_DEFAULTS, ScaleToZero
 from twin.standins import runtime
 from twin.standins.runtime import Informer, Kube, is_true, set_condition
 
@@ -46,6 +49,16 @@ class Autoscaler:
         self.activators = Informer(kube, "v1", "Pod", namespace=system_namespace, label_selector="app=activator")
         self.deployments = Informer(kube, "apps/v1", "Deployment", label_selector="serving.knative.dev/revision")
         self.first_seen: dict[str, float] = {}
+        self.samples: dict[str, collections.deque] = {}    # key -> (time, concurrency-seconds) reads
+
+    def average_concurrency(self, key: str, now: float, integral: float, window: float) -> float:
+        """The average number of requests in flight over the stable window (from the activator's integral)."""
+        samples = self.samples.setdefault(key, collections.deque())
+        samples.append((now, integral))
+        while len(samples) > 2 and now - samples[1][0] >= window:
+            samples.popleft()
+        (t0, i0), (t1, i1) = samples[0], samples[-1]
+        return (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
 
     def start(self, stop: threading.Event) -> None:
         for informer in (self.pas, self.config, self.activators, self.deployments):
@@ -65,9 +78,10 @@ class Autoscaler:
             except (OSError, ValueError):
                 continue
             for key, c in counts.items():
-                m = merged.setdefault(key, {"in_flight": 0, "last_request": 0.0})
+                m = merged.setdefault(key, {"in_flight": 0, "last_request": 0.0, "concurrency_seconds": 0.0})
                 m["in_flight"] += c["in_flight"]
                 m["last_request"] = max(m["last_request"], c["last_request"])
+                m["concurrency_seconds"] += c["concurrency_seconds"]
         return merged
 
     def _loop(self, stop: threading.Event) -> None:
@@ -82,6 +96,11 @@ class Autoscaler:
         settings = ScaleToZero.from_config(cm.get("data"))
         idle_for = settings.stable_window + settings.grace_period
         to_zero = settings.enabled and not runtime.has_fault("scale-to-zero-stuck")
+        data = cm.get("data") or {}
+        per_pod = float(data.get("container-concurrency-target-default", KNATIVE_DEFAULTS[
+            "container-concurrency-target-default"]))
+        utilization = float(data.get("container-concurrency-target-percentage", KNATIVE_DEFAULTS[
+            "container-concurrency-target-percentage"])) / 100
         counts = self.stats()
         for pa in self.pas.items():
             meta = pa["metadata"]
@@ -89,27 +108,36 @@ class Autoscaler:
             if annotations.get("autoscaling.knative.dev/class", KPA) != KPA:
                 continue
             key = f"{meta['namespace']}/{meta['name']}"
-            target = (pa.get("spec") or {}).get("scaleTargetRef") or {}
-            dep = self.deployments.get(target.get("name", ""), meta["namespace"])
+            scale_ref = (pa.get("spec") or {}).get("scaleTargetRef") or {}
+            dep = self.deployments.get(scale_ref.get("name", ""), meta["namespace"])
             if dep is None:
                 continue
             current = int((dep.get("spec") or {}).get("replicas", 1))
             min_scale = int(annotations.get("autoscaling.knative.dev/min-scale", "0") or 0)
-            seen = counts.get(key, {"in_flight": 0, "last_request": 0.0})
+            seen = counts.get(key, {"in_flight": 0, "last_request": 0.0, "concurrency_seconds": 0.0})
             last_active = max(seen["last_request"], self.first_seen.setdefault(key, now))
+            average = self.average_concurrency(key, now, seen["concurrency_seconds"], settings.stable_window)
+            pod_target = float(annotations.get("autoscaling.knative.dev/target") or per_pod) * utilization
+            wanted = math.ceil(average / pod_target - 1e-9) if average > 0 else 0
+            max_scale = int(annotations.get("autoscaling.knative.dev/max-scale", "0") or 0)
             ready = int((dep.get("status") or {}).get("readyReplicas") or 0)
             # As the KPA, never below the initial scale before the revision has reached it once
             # (ScaleTargetInitialized): a revision that never served is not scaled to zero.
             initialized = ready > 0 or is_true(pa, "ScaleTargetInitialized")
-            desired = max(current, min_scale)
             if seen["in_flight"] > 0 and current == 0:
-                desired = max(1, min_scale)
+                desired = max(1, min_scale, wanted)
             elif current > 0 and min_scale == 0 and seen["in_flight"] == 0 and to_zero and initialized and \
                     now - last_active >= idle_for:
                 desired = 0
+            else:      # the stable window's average concurrency over the per-pod target, at least one while serving
+                desired = max(min_scale, wanted, 1 if current > 0 else 0)
+            if max_scale:
+                desired = min(desired, max_scale)
+            if not initialized:
+                desired = max(desired, current)
             if desired != current:
-                log.info("%s: scaling %s from %d to %d", key, target["name"], current, desired)
-                self.kube.patch("apps/v1", "Deployment", target["name"], meta["namespace"],
+                log.info("%s: scaling %s from %d to %d", key, scale_ref["name"], current, desired)
+                self.kube.patch("apps/v1", "Deployment", scale_ref["name"], meta["namespace"],
                                 {"spec": {"replicas": desired}}, subresource="scale")
             status = {"desiredScale": desired, "actualScale": ready}
             if initialized:
