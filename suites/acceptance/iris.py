@@ -23,6 +23,7 @@ V2_INPUT = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32",
 EXPECTED = [1, 1]
 SETTLING = {404, 502, 503}   # the gateway's answers while routes settle; nothing else is retried
 
+
 def isvc_manifest(profile, namespace: str, storage_uri: str | None = None, service_account: str | None = None,
                   name: str = NAME) -> dict:
     iris = profile.iris
