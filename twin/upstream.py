@@ -16,7 +16,8 @@ twin/toolchain.py, since the twin builds that module's controller anyway) with k
 it; that is the only source of v0.20.0's kserve.yaml (over 4 MiB, no copy at hand), and the source of v0.11.0's
 files on a machine without the copies (a user's clone):
 - hack/release/generate-install.sh @v0.20.0: `kustomize build config/overlays/all | yq 'select(.kind != "Namespace")'
-  | sed s/:latest/:$TAG/g`;
+  | sed s/:latest/:$TAG/g`, and `kustomize build config/clusterresources | sed s/:latest/:$TAG/g` for
+  kserve-cluster-resources.yaml;
 - hack/generate-install.sh @v0.11.0: `kustomize build config/default | sed s/:latest/:$TAG/` (and config/runtimes for
   kserve-runtimes.yaml), the first `:latest` of a line only. Rendered with kustomize v5.8.1, both files equal the
   released copies object for object (measured against ../shared/upstream/kserve-v0.11.0; tests/twin/test_upstream.py).
@@ -65,6 +66,10 @@ RENDERED = {
     f"{_KSERVE}/v0.20.0/kserve.yaml": Rendering("kserve-v0.20.0", "overlays/all", "v0.20.0", True, True),
     f"{_KSERVE}/v0.11.0/kserve.yaml": Rendering("kserve-v0.11.0", "default", "v0.11.0", False, False),
     f"{_KSERVE}/v0.11.0/kserve-runtimes.yaml": Rendering("kserve-v0.11.0", "runtimes", "v0.11.0", False, False),
+    # hack/release/generate-install.sh @v0.20.0: `kustomize build config/clusterresources | sed s/:latest/:$TAG/g`
+    # (the ServingRuntimes with their securityContext, and the storage containers)
+    f"{_KSERVE}/v0.20.0/kserve-cluster-resources.yaml": Rendering("kserve-v0.20.0", "clusterresources", "v0.20.0",
+                                                                  False, True),
 }
 HELM_CRDS = {("istio-base", "1.19.0"): ["istio-1.19.0/crd-all.gen.yaml", "istio-1.19.0/crd-operator.yaml"]}
 

@@ -48,3 +48,25 @@ def test_without_copies_the_seed_profiles_kserve_files_are_upstreams_rendered(mo
         [(True, "rendered from github.com/kserve/kserve@v0.11.0")] * 2
     deployments = [o["metadata"]["name"] for objs in files.values() for o in objs if o["kind"] == "Deployment"]
     assert deployments == ["kserve-controller-manager"]
+
+
+KSERVE_020 = "https://github.com/kserve/kserve/releases/download/v0.20.0"
+
+
+def test_kserve_020_cluster_resources_rendered_from_its_module_equal_the_released_file():
+    """The ServingRuntimes a user's clone (no copies at hand) installs on the twin are upstream's, securityContext
+    included (AC-POD-SECURITY reads it), not objects synthesised from the profile."""
+    builds = toolchain.load_builds()
+    if toolchain.built(builds["kserve-v0.20.0"]) is None or toolchain.built(builds["kustomize"]) is None:
+        pytest.skip("the twin's toolchain is not built (make controlplane)")
+    rendered = upstream._render(f"{KSERVE_020}/kserve-cluster-resources.yaml")
+    assert rendered, "nothing rendered"
+    sklearn = next(o for o in rendered if o["kind"] == "ClusterServingRuntime" and o["metadata"]["name"] ==
+                   "kserve-sklearnserver")
+    assert sklearn["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    copies = upstream._load(upstream.FILES[f"{KSERVE_020}/kserve-cluster-resources.yaml"])
+    if copies is None:
+        pytest.skip("no upstream copy of KServe v0.20.0 at hand (../shared/upstream, only in the team workspace)")
+    mine, released = _by_key(rendered), _by_key(copies)
+    assert sorted(mine) == sorted(released)
+    assert [k for k in mine if mine[k] != released[k]] == []
