@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socketserver
 import subprocess
 import sys
@@ -56,11 +57,28 @@ def run_pytest(*args: str, env: dict | None = None, timeout: float = 600, cwd: P
     full_env.pop("PYTEST_XDIST_WORKER", None)
     full_env.pop("KSTACK_HANDOFF", None)
     try:
-        return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=cwd, env=full_env, capture_output=True,
-                              text=True, timeout=timeout)
+        return _run_in_own_group([sys.executable, "-m", "pytest", *args], cwd, full_env, timeout)
     finally:
         if scratch is not None:       # the caller named no folder, so reads none of it
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_in_own_group(argv: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run, except that on a timeout the run is interrupted as a user would (SIGINT to its process group:
+    pytest stops its twin), and only then killed: a timed-out run must not leave a control plane behind."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err) from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 # A Docker host with room for every shipped profile (GET /info: NCPU, MemTotal).

@@ -25,7 +25,7 @@ def run_twin(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[dict,
     results, out = tmp_path / "allure-results", tmp_path / "out"
     cluster = "existing" if "--kubeconfig" in args else "twin"
     proc = run_pytest("suites/acceptance", "--cluster", cluster, "--alluredir", str(results), "--signoff-dir", str(out),
-                      "-p", "no:randomly", *args, env=env, timeout=420)
+                      "-p", "no:randomly", *args, env=env, timeout=600)
     signoff = out / "signoff.json"
     assert signoff.exists(), f"no sign-off written\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
     return json.loads(signoff.read_text()), proc.stdout + proc.stderr, results
