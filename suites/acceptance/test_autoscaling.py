@@ -111,7 +111,7 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
 
 
 class BoundedLoad:
-    """LOAD_CALLERS parallel predict loops, stopped by stop(), the request cap or the time cap."""
+    """LOAD_CALLERS parallel predict loops, stopped when the with-block ends, at the request cap or the time cap."""
 
     def __init__(self, predictor: Predictor, path: str):
         self.predictor, self.path = predictor, path
