@@ -27,10 +27,13 @@ LOADED = "sklearn-iris-load"
 # concurrency target of 1 with at most 3 replicas.
 LOAD_SPEC = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="concurrency", target=1)
 LOAD_CALLERS, LOAD_REQUESTS, LOAD_SECONDS = 6, 5000, 90.0
-MIN_SCALE_OUT_WAIT = 30.0      # the wait for a second replica, scaled by --timeout-scale down to this
+MIN_SCALE_OUT_WAIT = 45.0      # the wait for a second replica, scaled by --timeout-scale down to this
 # Beyond Knative's own window, grace and retention (never scaled: they are the cluster's settings), the time for the
 # last pod to terminate; --timeout-scale scales this part, never below MIN_SLACK.
-IDLE_SLACK, MIN_SLACK = 60.0, 15.0
+IDLE_SLACK, MIN_SLACK = 60.0, 30.0
+# A cold start waits for a Pod to be scheduled, its model downloaded and its server up: at least this long, whatever
+# --timeout-scale makes of the predict budget.
+MIN_COLD_START = 60.0
 # Bounds a real cluster can hold without load: one replica stays, up to three may come.
 SERVERLESS_SPEC = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="concurrency", target=5)
 STANDARD_SPEC = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="cpu", target=60)
@@ -97,7 +100,7 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
              Deadline(idle_budget, "scale to zero"))
     to_zero = time.monotonic() - started
     started = time.monotonic()
-    budget = deadline("predict")
+    budget = Deadline(max(run_options.budget("predict"), MIN_COLD_START), "cold start")
     body, _ = Predictor(kube, profile, ingress_url, isvc, budget).post(path, V1_INPUT, timeout=budget.remaining())
     cold_start = time.monotonic() - started
     allure.dynamic.parameter("cold_start_seconds", round(cold_start, 2))
