@@ -14,7 +14,7 @@ import datetime
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stack.checks import ADMISSION_API, CM_API
+from stack.checks import ADMISSION_API, CM_API, WEBHOOK_KINDS
 
 if TYPE_CHECKING:
     from stack.kube import Kube
@@ -108,8 +108,11 @@ def stack_certificates(kube: Kube, profile: Profile, window: datetime.timedelta)
                 out.append(CertificateValidity(f"Certificate {ns}/{meta['name']}", subject,
                                                _parse_time((cert.get("status") or {}).get("notAfter")), window,
                                                window_why))
+    # One list per kind, not one get per configuration.
+    configurations = {(kind, o["metadata"]["name"]): o for kind in WEBHOOK_KINDS
+                      for o in kube.list(ADMISSION_API, kind)[0]}
     for component, webhook in profile.inventory("webhooks"):
-        obj = kube.get(ADMISSION_API, webhook["kind"], webhook["name"])
+        obj = configurations.get((webhook["kind"], webhook["name"]))
         if obj is None:
             continue    # a missing configuration is AC-WEBHOOKS' failure, not a certificate's
         rotation = profile.components[component].data.get("self_signed_rotation")
