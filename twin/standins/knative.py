@@ -61,6 +61,7 @@ class Controller:
                                       field_selector="metadata.name=config-domain")
         self.activators = Informer(kube, "v1", "Pod", self._config_event, namespace=system_namespace,
                                    label_selector="app=activator")
+        self._endpoints_written: dict[tuple[str, str, str], list[str]] = {}   # revision -> activator addresses
 
     def start(self) -> None:
         for informer in (self.config_domain, self.activators, self.pods, self.deployments, self.ingresses,
@@ -219,6 +220,9 @@ class Controller:
         meta = revision["metadata"]
         addresses = sorted(p["status"]["podIP"] for p in self.activators.items()
                            if (p.get("status") or {}).get("podIP") and is_true(p, "Ready"))
+        key = (meta["namespace"], meta["name"], meta["uid"])
+        if self._endpoints_written.get(key) == addresses:
+            return      # every reconcile comes here: write only what changed
         subsets = [{"addresses": [{"ip": ip} for ip in addresses],
                     "ports": [{"name": "http", "port": QUEUE_PORT, "protocol": "TCP"}]}] if addresses else []
         self.kube.apply({"apiVersion": "v1", "kind": "Endpoints",
@@ -226,6 +230,7 @@ class Controller:
                                       "labels": {"serving.knative.dev/revision": meta["name"]},
                                       "ownerReferences": [owner_ref(revision)]},
                          "subsets": subsets}, MANAGER)
+        self._endpoints_written[key] = addresses
 
     @staticmethod
     def _pod_autoscaler(revision: dict, labels: dict, annotations: dict) -> dict:
