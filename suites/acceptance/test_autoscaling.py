@@ -39,6 +39,12 @@ SERVERLESS_SPEC = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="concur
 STANDARD_SPEC = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="cpu", target=60)
 
 
+def _config_autoscaler(kube) -> dict:
+    """Knative's cluster-wide autoscaler settings (empty where the ConfigMap is absent: Knative's defaults apply)."""
+    config = kube.get("v1", "ConfigMap", "config-autoscaler", "knative-serving")
+    return (config or {}).get("data") or {}
+
+
 @pytest.mark.criteria("AC-AUTOSCALING")
 @allure.title("An InferenceService's minReplicas, maxReplicas and scale target are in force in its autoscaler")
 def test_autoscaling_follows_the_inference_service(profile, kube, stack, test_namespace, deadline, diagnostics,
@@ -53,9 +59,8 @@ def test_autoscaling_follows_the_inference_service(profile, kube, stack, test_na
     manifest["spec"]["predictor"].update(spec.predictor_fields())
     deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
     if serverless:
-        config = kube.get("v1", "ConfigMap", "config-autoscaler", "knative-serving")
         evidence.add("Knative autoscaler settings (config-autoscaler)",
-                     autoscaling.knative_settings((config or {}).get("data")))
+                     autoscaling.knative_settings(_config_autoscaler(kube)))
         found, _ = kube.list(autoscaling.PA_API, autoscaling.PA_KIND, ns,
                              label_selector=f"serving.kserve.io/inferenceservice={SCALED}")
         expect(found, Category.AUTOSCALING, f"Knative made no PodAutoscaler for {ns}/{SCALED}")
@@ -82,8 +87,7 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
                                       diagnostics, evidence):
     if profile.iris.get("deployment_mode") not in autoscaling.SERVERLESS_MODES:
         pytest.skip("the profile's InferenceServices are not Serverless: Standard mode does not scale to zero")
-    config = kube.get("v1", "ConfigMap", "config-autoscaler", "knative-serving")
-    settings = ScaleToZero.from_config((config or {}).get("data"))
+    settings = ScaleToZero.from_config(_config_autoscaler(kube))
     expect(settings.enabled, Category.AUTOSCALING, "config-autoscaler has enable-scale-to-zero false: no revision "
                                                    "scales to zero on this cluster")
     ns = test_namespace("zero")
@@ -154,8 +158,7 @@ def test_replicas_rise_under_load_and_fall_back(profile, kube, stack, test_names
                                                 run_options, diagnostics, evidence):
     if profile.iris.get("deployment_mode") not in autoscaling.SERVERLESS_MODES:
         pytest.skip("the profile's InferenceServices are not Serverless (an HPA scales on CPU, from metrics-server)")
-    config = kube.get("v1", "ConfigMap", "config-autoscaler", "knative-serving")
-    settings = ScaleToZero.from_config((config or {}).get("data"))
+    settings = ScaleToZero.from_config(_config_autoscaler(kube))
     ns = test_namespace("load")
     diagnostics.namespace(ns)
     manifest = isvc_manifest(profile, ns, name=LOADED)
