@@ -162,6 +162,17 @@ def _remove_cache_files() -> None:
             os.unlink(path)
 
 
+def find_resource(dynamic: DynamicClient, api_version: str, kind: str):
+    """apiVersion/kind in the client's lazy discovery, which rediscovers by itself once when it finds nothing (a CRD
+    established since); ResourceNotFoundError when the API does not serve it.
+
+    A core apiVersion ("v1") gets the core prefix: the client reads a bare "v1" as any group's v1, so without it one
+    lookup after a rediscovery reads every */v1 group (some thirty requests), and under a flaky API server no
+    attempt gets through them all."""
+    where = {} if "/" in api_version else {"prefix": "api"}
+    return dynamic.resources.get(api_version=api_version, kind=kind, **where)
+
+
 class Kube:
     """A cluster seen through one kubeconfig context."""
 
@@ -221,19 +232,12 @@ class Kube:
         return result
 
     def resource(self, api_version: str, kind: str):
-        """The dynamic resource for apiVersion/kind; rediscovers once, since a CRD may have just been established."""
+        """The dynamic resource for apiVersion/kind (a CRD established since discovery is found: see find_resource)."""
         dynamic = self.dynamic     # built (and retried) once, outside the lookup: no retry inside a retry
-
-        def lookup():
-            return self._call("discovery", kind, lambda: dynamic.resources.get(api_version=api_version, kind=kind))
         try:
-            return lookup()
+            return self._call("discovery", kind, lambda: find_resource(dynamic, api_version, kind))
         except ResourceNotFoundError:
-            dynamic.resources.invalidate_cache()
-            try:
-                return lookup()
-            except ResourceNotFoundError:
-                raise NoSuchKind(404, "NotFound", f'no matches for kind "{kind}" in version "{api_version}"') from None
+            raise NoSuchKind(404, "NotFound", f'no matches for kind "{kind}" in version "{api_version}"') from None
 
     def serves(self, api_version: str, kind: str) -> bool:
         try:

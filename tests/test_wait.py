@@ -197,6 +197,26 @@ def test_a_kind_the_api_does_not_serve_is_terminal(kube):
     assert "Gadget (nope.kstack.test/v1) is not served" in str(e.value) and e.value.category is Category.CRD
 
 
+def test_a_core_kind_after_a_rediscovery_reads_the_core_group_alone(twin, kube):
+    kube.resource("v1", "Namespace")
+    kube.dynamic.resources.invalidate_cache()       # as a lookup of a kind not yet served does
+    start = settled_log(twin)
+    kube.resource("v1", "Namespace")
+    settled_log(twin)
+    read = [e.path for e in twin.api.request_log.entries()[start:] if e.resource == "discovery"]
+    assert read == ["/api/v1"], "a bare v1 must not read every group's v1"
+
+
+def test_a_kind_established_after_discovery_is_found(twin, kube):
+    kube.resource(API, KIND)                        # the group version's kinds, cached
+    k8s.ApiextensionsV1Api(_client(twin)).create_custom_resource_definition(crd(GROUP, VERSION, "gizmos", "Gizmo"))
+    deadline = time.monotonic() + 10
+    while not Kube(twin.kubeconfig_path, twin.context).serves(API, "Gizmo"):   # a fresh Kube: a fresh cache
+        assert time.monotonic() < deadline, "the gizmos CRD was not served within 10 s"
+        time.sleep(0.1)
+    assert kube.resource(API, "Gizmo").kind == "Gizmo"
+
+
 def test_fails_fast_on_an_image_pull_that_keeps_failing_with_a_sentence_and_its_category(tmp_path):
     """The twin's KWOK Stages cycle ErrImagePull / ImagePullBackOff as kubelet does (its back-off compressed to about
     1.3 s a cycle): the third failed pull seen ends the wait, far before its 60 s deadline and the 60 s window."""

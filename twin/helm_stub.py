@@ -115,12 +115,8 @@ def _client(opts: dict[str, list[str]]):
 
 
 def _resource(dyn, obj: dict):
-    from kubernetes.dynamic.exceptions import ResourceNotFoundError
-    try:
-        return dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-    except ResourceNotFoundError:
-        dyn.resources.invalidate_cache()
-        return dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    from stack.kube import find_resource
+    return find_resource(dyn, obj["apiVersion"], obj["kind"])
 
 
 def _profile():

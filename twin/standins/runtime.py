@@ -34,6 +34,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from stack.kube import find_resource
 from stack.readiness import condition, condition_true as is_true  # noqa: F401 - the stand-ins' helpers
 
 log = logging.getLogger("twin.standin")
@@ -112,12 +113,7 @@ class Kube:
             return self._dyn
 
     def resource(self, api_version: str, kind: str):
-        from kubernetes.dynamic.exceptions import ResourceNotFoundError
-        try:
-            return self.dyn.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError:
-            self.dyn.resources.invalidate_cache()   # a CRD established since discovery
-            return self.dyn.resources.get(api_version=api_version, kind=kind)
+        return find_resource(self.dyn, api_version, kind)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         try:
