@@ -46,6 +46,8 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("AC-METRICS", "The model server's metrics count exactly the predict calls made", requires="kserve"),
     Criterion("AC-PROMQL", "Prometheus holds the model's series", requires="kserve",
               needs="a Prometheus (--prometheus-url)"),
+    Criterion("AC-MONITORS", "The profile's Prometheus Operator monitors exist and select live targets",
+              needs="monitors declared in the profile (monitors:)"),
 )
 
 BY_ID = {c.id: c for c in CRITERIA}

@@ -96,6 +96,8 @@ def _validate_semantics(data: dict, path: Path | None) -> None:
             optional = ", ".join(c.id for c in BY_ID.values() if c.needs)
             raise ProfileError(f"{criterion} is not an optional criterion (those are: {optional})", path,
                                f"require.{index}")
+    if "AC-MONITORS" in data.get("require", []) and not data.get("monitors"):
+        raise ProfileError("requires AC-MONITORS but declares no monitors: list them under monitors:", path, "require")
     if "kserve" in components and "iris" not in data:
         raise ProfileError("a profile with kserve needs the 'iris' check settings", path, "iris")
     # Install gates name webhook configurations; their Services come from the inventory, so each must be there.
@@ -118,6 +120,16 @@ class WorkloadRef(NamedTuple):
     kind: str          # Deployment | DaemonSet
     namespace: str
     name: str
+
+
+class MonitorRef(NamedTuple):
+    """A Prometheus Operator monitor the profile's cluster must hold (`monitors:`, AC-MONITORS)."""
+    kind: str             # ServiceMonitor or PodMonitor
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -214,6 +226,10 @@ class Profile:
     def required_criteria(self) -> frozenset[str]:
         """The optional criteria this profile's sign-off requires (`require:`)."""
         return frozenset(self.data.get("require", []))
+
+    @property
+    def monitors(self) -> list[MonitorRef]:
+        return [MonitorRef(m["kind"], m["namespace"], m["name"]) for m in self.data.get("monitors", [])]
 
     @property
     def image_overrides(self) -> dict[str, str]:

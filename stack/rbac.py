@@ -44,6 +44,8 @@ ROLEBINDING_NAME = "kstack-verifier-workspace"
 # when the profile has that CRD (a profile without Istio needs no Gateway dry-run).
 BUILTIN_GROUPS = frozenset({"", "apps", "autoscaling", "apiextensions.k8s.io", "admissionregistration.k8s.io",
                             "rbac.authorization.k8s.io", "authorization.k8s.io", "authentication.k8s.io"})
+# Groups only AC-MONITORS reads, and only where the profile declares monitors (their CRDs are no component's).
+MONITOR_GROUPS = frozenset({"monitoring.coreos.com", "discovery.k8s.io"})
 SSR_VERSIONS = ("authentication.k8s.io/v1", "authentication.k8s.io/v1beta1", "authentication.k8s.io/v1alpha1")
 BIND_SECONDS = 10   # a new RoleBinding reaches the authorizer's cache within milliseconds; this bounds the wait
 
@@ -117,6 +119,8 @@ class Manifest:
 
 
 def _needed_by(profile: Profile, p: Permission) -> bool:
+    if p.group in MONITOR_GROUPS:
+        return bool(profile.monitors)
     if p.group in BUILTIN_GROUPS:
         return True
     crds = {c["name"] for _, c in profile.inventory("crds")}

@@ -9,9 +9,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stack.failures import Category
-from stack.profile import available_profiles
+from stack.profile import Profile, available_profiles
 from tests.helpers import run_pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
@@ -53,6 +54,7 @@ def test_every_profile_passes_on_the_twin(tmp_path, profile):
     for serverless_only in ("AC-SCALE-TO-ZERO", "AC-SCALE-OUT"):
         assert statuses(doc)[serverless_only] == ("not-run" if profile == "latest-standard" else "passed")
     assert statuses(doc)["AC-PROMQL"] == "not-run"      # optional, and no Prometheus was given
+    assert statuses(doc)["AC-MONITORS"] == "not-run"    # optional, and the profile declares no monitors
     for fmt in ("signoff.md", "signoff.html"):
         assert "SIMULATED" in (tmp_path / "out" / fmt).read_text()[:3000]
     if profile == "latest-standard":
@@ -337,3 +339,19 @@ def test_an_interrupted_run_leaves_no_process_behind(tmp_path):
     while time.monotonic() < deadline and _processes_with(token):
         time.sleep(0.2)
     assert _processes_with(token) == [], "processes left behind after the interrupt"
+
+
+def test_declared_monitors_on_a_cluster_without_the_prometheus_operator_fail_naming_the_missing_crds(tmp_path):
+    """A profile that lists monitors makes AC-MONITORS apply: on the twin, which has no Prometheus Operator, it FAILs
+    saying the CRDs are not served, never NOT RUN (only this check runs: the rest of the stack is covered above)."""
+    data = yaml.safe_load(Profile.load("seed").path.read_text())
+    data["name"] = "seed-monitors"
+    data["monitors"] = [{"kind": "ServiceMonitor", "namespace": "cert-manager", "name": "cert-manager"}]
+    path = tmp_path / "seed-monitors.yaml"
+    path.write_text(yaml.safe_dump(data))
+    doc, output, _ = run_twin(tmp_path, "--profile", str(path), "-k", "test_the_declared_monitors_select_live_targets")
+    assert statuses(doc)["AC-MONITORS"] == "failed", output[-5000:]
+    failure = [f for f in doc["failures"] if "AC-MONITORS" in f["criteria"]]
+    assert len(failure) == 1, doc["failures"]
+    assert "the API serves no ServiceMonitor (monitoring.coreos.com/v1)" in failure[0]["message"], failure
+    assert "Monitoring" in recorded_categories(doc)

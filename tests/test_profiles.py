@@ -60,6 +60,8 @@ def _seed_data() -> dict:
     (lambda d: d["kubernetes"].__setitem__("min", "1.30"), "kubernetes"),
     (lambda d: d.pop("iris"), "iris"),
     (lambda d: d.__setitem__("require", ["AC-CRDS"]), "require.0"),        # not an optional criterion
+    (lambda d: d.__setitem__("require", ["AC-MONITORS"]), "require"),      # and no monitors declared
+    (lambda d: d.__setitem__("monitors", [{"kind": "Probe", "namespace": "a", "name": "b"}]), "monitors.0.kind"),
 ])
 def test_malformed_profile_names_the_field(tmp_path, mutate, field):
     data = copy.deepcopy(_seed_data())
@@ -118,3 +120,26 @@ def test_an_optional_criterion_applies_where_configured_or_required(tmp_path):
     path = tmp_path / "requires-s3.yaml"
     path.write_text(yaml.safe_dump(data))
     assert Profile.load(str(path)).required_criteria == {"AC-IRIS-S3"}
+
+
+def test_declared_monitors_make_ac_monitors_apply(tmp_path):
+    """AC-MONITORS applies where the profile declares monitors; without them it is NOT RUN, saying what it needs."""
+    from fixtures.runmeta import configured_criteria
+    from stack.criteria import BY_ID, applicable
+    from stack.profile import MonitorRef
+    data = copy.deepcopy(_seed_data())
+    data["monitors"] = [{"kind": "ServiceMonitor", "namespace": "cert-manager", "name": "cert-manager"}]
+    path = tmp_path / "with-monitors.yaml"
+    path.write_text(yaml.safe_dump(data))
+    profile = Profile.load(str(path))
+    assert profile.monitors == [MonitorRef("ServiceMonitor", "cert-manager", "cert-manager")]
+    assert str(profile.monitors[0]) == "ServiceMonitor cert-manager/cert-manager"
+
+    class Given:            # what configured_criteria reads of a run's options and cluster
+        prometheus_url, s3 = None, None
+    Given.profile = profile
+    assert "AC-MONITORS" in configured_criteria(Given, Given)
+    Given.profile = Profile.load("seed")
+    assert "AC-MONITORS" not in configured_criteria(Given, Given)
+    ok, reason = applicable(BY_ID["AC-MONITORS"], set(Given.profile.components))
+    assert not ok and "monitors declared in the profile" in reason

@@ -83,6 +83,18 @@ def test_a_profile_needs_no_permission_on_a_component_it_does_not_have(manifest)
     assert {p.group for p in workspace} >= {"networking.istio.io", "serving.knative.dev"}
 
 
+def test_the_monitor_permissions_are_needed_only_where_the_profile_declares_monitors(manifest):
+    seed = Profile.load("seed")
+    cluster_wide, _ = rbac.needed(manifest, seed)
+    assert not [p for p in cluster_wide if p.group in rbac.MONITOR_GROUPS]
+    data = dict(seed.data, monitors=[{"kind": "PodMonitor", "namespace": "kserve", "name": "kserve"}])
+    cluster_wide, _ = rbac.needed(manifest, Profile(data))
+    assert {(p.verb, p.group, p.resource) for p in cluster_wide if p.group in rbac.MONITOR_GROUPS} == {
+        ("get", "monitoring.coreos.com", "servicemonitors"), ("get", "monitoring.coreos.com", "podmonitors"),
+        ("list", "discovery.k8s.io", "endpointslices")}
+    assert rbac.Permission("list", "", "services") in cluster_wide
+
+
 def test_rules_match_as_rbac_matches_them():
     rule = rbac.Rule(("",), ("pods", "pods/log"), ("get",))
     assert rule.covers(rbac.Permission("get", "", "pods/log"))

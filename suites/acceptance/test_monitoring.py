@@ -1,11 +1,12 @@
-"""Monitoring of the model: the Iris model server's own metrics count exactly the predict calls the suite made, and,
-with --prometheus-url, a Prometheus that scrapes the model namespace holds the model's series."""
+"""Monitoring of the model: the Iris model server's own metrics count exactly the predict calls the suite made;
+with --prometheus-url, a Prometheus that scrapes the model namespace holds the model's series; and the Prometheus
+Operator monitors the profile declares select live targets."""
 from __future__ import annotations
 
 import allure
 import pytest
 
-from stack import metrics, retry
+from stack import metrics, monitors, retry
 from stack.failures import Category, expect
 from suites.acceptance.iris import NAME, V1_INPUT, Predictor
 
@@ -92,3 +93,23 @@ def test_prometheus_holds_the_model_series(request, kube, profile, run_options, 
                                        "series": [{"labels": s.labels, "value": s.value} for s in found]})
     expect(any(s.value >= 1 for s in found), Category.MONITORING,
            f"Prometheus holds {promql} but counts no predict call: {[s.value for s in found]}")
+
+
+@pytest.mark.criteria("AC-MONITORS")
+@allure.title("The profile's ServiceMonitors and PodMonitors exist and select live targets")
+def test_the_declared_monitors_select_live_targets(kube, profile, diagnostics, evidence):
+    """Optional: where the profile declares monitors (`monitors:`), each exists and selects at least one ready
+    target, resolved as the Prometheus Operator resolves it (stack/monitors.py)."""
+    if not profile.monitors:
+        pytest.skip("the profile declares no monitors (monitors:)")
+    kinds = sorted({m.kind for m in profile.monitors})
+    missing = [k for k in kinds if not kube.serves(monitors.API, k)]
+    expect(not missing, Category.MONITORING,
+           f"the profile declares {', '.join(kinds)}s but the API serves no {', '.join(missing)} "
+           f"({monitors.API}): install the Prometheus Operator or its CRDs")
+    diagnostics.namespace(*sorted({m.namespace for m in profile.monitors}))
+    found = [monitors.resolve(kube, m) for m in profile.monitors]
+    evidence.add("monitors", {str(r.ref): {"exists": r.exists, "targets": list(r.targets), "problem": r.problem}
+                              for r in found})
+    bad = [r.problem for r in found if not r.ok]
+    expect(not bad, Category.MONITORING, "; ".join(bad))
