@@ -34,6 +34,8 @@ CRITERIA: tuple[Criterion, ...] = (
     # Security: what the first user's security policies must hold, each proven against the live API.
     Criterion("AC-RBAC-DEFAULT-SA", "A model namespace's default ServiceAccount cannot read Secrets", requires="kserve"),
     Criterion("AC-CERT-EXPIRY", "The stack's certificates do not expire within the window"),
+    Criterion("AC-MESH-MTLS", "Under STRICT mTLS a model's Pod refuses plaintext from outside the mesh, and the gateway "
+              "path answers", requires="istio", needs="a profile that requires it (require: [AC-MESH-MTLS])"),
     Criterion("AC-POD-SECURITY", "Predictor containers run as non-root without privilege escalation",
               requires="kserve", needs="a profile that requires it (require: [AC-POD-SECURITY])"),
     # Autoscaling: what the mode's autoscaler holds for an InferenceService, and the cluster's settings.

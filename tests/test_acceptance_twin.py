@@ -55,6 +55,7 @@ def test_every_profile_passes_on_the_twin(tmp_path, profile):
         assert statuses(doc)[serverless_only] == ("not-run" if profile == "latest-standard" else "passed")
     assert statuses(doc)["AC-PROMQL"] == "not-run"      # optional, and no Prometheus was given
     assert statuses(doc)["AC-MONITORS"] == "not-run"    # optional, and the profile declares no monitors
+    assert statuses(doc)["AC-MESH-MTLS"] == "not-run"   # optional, and the profile does not require it
     for fmt in ("signoff.md", "signoff.html"):
         assert "SIMULATED" in (tmp_path / "out" / fmt).read_text()[:3000]
     if profile == "latest-standard":
@@ -341,17 +342,45 @@ def test_an_interrupted_run_leaves_no_process_behind(tmp_path):
     assert _processes_with(token) == [], "processes left behind after the interrupt"
 
 
+def policies_profile(tmp_path: Path) -> Path:
+    """seed, declaring a monitor and requiring AC-MESH-MTLS: the checks only such a profile runs. The same bytes
+    every time, so its twin snapshot is made once."""
+    data = yaml.safe_load(Profile.load("seed").path.read_text())
+    data["name"] = "seed-policies"
+    data["monitors"] = [{"kind": "ServiceMonitor", "namespace": "cert-manager", "name": "cert-manager"}]
+    data["require"] = ["AC-MESH-MTLS"]
+    path = tmp_path / "seed-policies.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=True))
+    return path
+
+
+def the_failure(doc: dict, criterion: str) -> dict:
+    failures = [f for f in doc["failures"] if criterion in f["criteria"]]
+    assert len(failures) == 1, doc["failures"]
+    return failures[0]
+
+
 def test_declared_monitors_on_a_cluster_without_the_prometheus_operator_fail_naming_the_missing_crds(tmp_path):
     """A profile that lists monitors makes AC-MONITORS apply: on the twin, which has no Prometheus Operator, it FAILs
     saying the CRDs are not served, never NOT RUN (only this check runs: the rest of the stack is covered above)."""
-    data = yaml.safe_load(Profile.load("seed").path.read_text())
-    data["name"] = "seed-monitors"
-    data["monitors"] = [{"kind": "ServiceMonitor", "namespace": "cert-manager", "name": "cert-manager"}]
-    path = tmp_path / "seed-monitors.yaml"
-    path.write_text(yaml.safe_dump(data))
-    doc, output, _ = run_twin(tmp_path, "--profile", str(path), "-k", "test_the_declared_monitors_select_live_targets")
+    doc, output, _ = run_twin(tmp_path, "--profile", str(policies_profile(tmp_path)),
+                              "-k", "test_the_declared_monitors_select_live_targets")
     assert statuses(doc)["AC-MONITORS"] == "failed", output[-5000:]
-    failure = [f for f in doc["failures"] if "AC-MONITORS" in f["criteria"]]
-    assert len(failure) == 1, doc["failures"]
-    assert "the API serves no ServiceMonitor (monitoring.coreos.com/v1)" in failure[0]["message"], failure
+    assert "the API serves no ServiceMonitor (monitoring.coreos.com/v1)" in the_failure(doc, "AC-MONITORS")["message"]
     assert "Monitoring" in recorded_categories(doc)
+
+
+@pytest.mark.parametrize("fault, cause", [
+    (None, "is PERMISSIVE (Istio's default: no PeerAuthentication sets a mode for it)"),
+    # STRICT set for the mesh, but the twin injects no sidecar: the policy alone must not pass
+    ("mtls-strict", "has no istio-proxy sidecar although its namespace is labelled istio-injection=enabled"),
+], ids=["not-set", "set-not-enforced"])
+def test_required_strict_mtls_fails_where_it_is_not_set_or_not_enforced(tmp_path, fault, cause):
+    faults = ("--twin-fault", fault) if fault else ()
+    doc, output, _ = run_twin(tmp_path, "--profile", str(policies_profile(tmp_path)), *faults,
+                              "-k", "test_strict_mtls_refuses_plaintext_from_outside_the_mesh")
+    assert statuses(doc)["AC-MESH-MTLS"] == "failed", output[-5000:]
+    failure = the_failure(doc, "AC-MESH-MTLS")
+    assert cause in failure["message"], failure
+    assert "Security policy" in recorded_categories(doc)
+    assert any(lim["id"] == "twin-no-sidecars" for lim in doc["limitations"])

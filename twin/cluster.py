@@ -385,6 +385,8 @@ class Twin:
                 self._let_every_service_account_read_secrets()
             elif fault.kind == "cert-expiring":
                 self._expire_knative_webhook_ca()
+            elif fault.kind == "mtls-strict":
+                self._require_strict_mtls()
         if self.fault_set.targets("crd-missing") and self._crd_reaper is None:
             from twin.standins.runtime import Informer
             self._crd_reaper = Informer(self.admin, "apiextensions.k8s.io/v1", "CustomResourceDefinition",
@@ -425,6 +427,14 @@ class Twin:
                            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
                            "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
                                          "name": "system:serviceaccounts"}]})
+
+    def _require_strict_mtls(self) -> None:
+        """mtls-strict: STRICT for the whole mesh, as a cluster's security policy sets it. The twin injects no
+        sidecar, so nothing enforces it: AC-MESH-MTLS must see that, not the policy alone."""
+        from stack.mesh import PA_API, PA_KIND, ROOT_NAMESPACE
+        self.admin.create({"apiVersion": PA_API, "kind": PA_KIND,
+                           "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
+                           "spec": {"mtls": {"mode": "STRICT"}}})
 
     def _expire_knative_webhook_ca(self) -> None:
         """cert-expiring: Knative's webhook CA is replaced by one that expires in 6 hours and its webhook restarted;

@@ -66,6 +66,10 @@ def simulation(twin) -> Simulation:
         out.limitations.append(Limitation("twin-synthesised-manifests", "install sources not available offline are "
                                           "synthesised from the profile inventory, with one broad ClusterRole per "
                                           "component instead of upstream's RBAC"))
+    if twin.profile.has("istio"):
+        out.limitations.append(Limitation("twin-no-sidecars", "no Istio sidecar is injected and no Envoy enforces "
+                                          "PeerAuthentication or AuthorizationPolicy: AC-MESH-MTLS cannot pass on "
+                                          "the twin"))
     out.limitations.append(Limitation("twin-no-containers", "no container runs: images are never pulled and Pods "
                                       "without a process of the twin are Ready without their probes"))
     return out

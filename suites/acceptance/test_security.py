@@ -1,7 +1,7 @@
 """The security policies the first user's sign-off needs, each asked of the live cluster: a model namespace's default
 ServiceAccount cannot read Secrets (the API server's own authorizer answers), no stack certificate expires within
-the window, and, where the profile requires it, the predictor's containers run as non-root without privilege
-escalation."""
+the window, and, where the profile requires them, the predictor's containers run as non-root without privilege
+escalation and, under STRICT mTLS, a model's Pod refuses plaintext from outside the mesh."""
 from __future__ import annotations
 
 import datetime
@@ -9,9 +9,9 @@ import datetime
 import allure
 import pytest
 
-from stack import security
+from stack import mesh, security
 from stack.failures import Category, expect
-from suites.acceptance.iris import NAME
+from suites.acceptance.iris import NAME, V1_INPUT, Predictor, deploy_and_wait, isvc_manifest
 
 pytestmark = [pytest.mark.area("security", story="security policies", feature="security"),
               pytest.mark.severity("critical")]
@@ -76,3 +76,60 @@ def test_predictor_containers_run_restricted(request, kube, profile, diagnostics
     problems = [f"{pod}/{c.container} {p}" for pod, containers in findings.items() for c in containers
                 for p in c.problems()]
     expect(not problems, Category.SECURITY, "; ".join(problems))
+
+
+PLAINTEXT_TRIES = 3     # every one must be refused: one failed proxy connection alone could be the API server's
+
+
+def _model_port(pod: dict) -> int:
+    """The model server's port (kserve-container's; Knative and KServe both put it at 8080)."""
+    for c in pod["spec"].get("containers") or []:
+        if c.get("name") == "kserve-container" and c.get("ports"):
+            return int(c["ports"][0]["containerPort"])
+    return 8080
+
+
+@pytest.mark.criteria("AC-MESH-MTLS")
+@pytest.mark.needs("stack")
+@allure.title("Under STRICT mTLS a model's Pod refuses plaintext from outside the mesh; the gateway path answers")
+def test_strict_mtls_refuses_plaintext_from_outside_the_mesh(kube, profile, test_namespace, ingress_url, deadline,
+                                                             diagnostics, evidence):
+    """An Iris InferenceService of its own, in a namespace labelled for sidecar injection and annotated to inject (as
+    KServe documents for a mesh), must get STRICT from the cluster's PeerAuthentications, an Envoy sidecar that
+    enforces it, and a plaintext predict through the API server's pod proxy (a client outside the mesh) must get no
+    answer from the Pod; a predict through the ingress gateway, inside the mesh, must."""
+    if "AC-MESH-MTLS" not in profile.required_criteria:
+        pytest.skip("the profile does not require AC-MESH-MTLS")
+    ns = test_namespace("mtls", {"istio-injection": "enabled"})
+    diagnostics.namespace(ns)
+    manifest = isvc_manifest(profile, ns)
+    manifest["metadata"].setdefault("annotations", {})["sidecar.istio.io/inject"] = "true"
+    isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
+    pods = [p for p in kube.list("v1", "Pod", ns, label_selector=f"serving.kserve.io/inferenceservice={NAME}")[0]
+            if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    expect(pods, Category.SECURITY, f"no running predictor pod of {ns}/{NAME}")
+    policies, _ = kube.list(mesh.PA_API, mesh.PA_KIND)
+    pod = pods[0]
+    name, port = pod["metadata"]["name"], _model_port(pod)
+    mode = mesh.effective_mode(policies, ns, pod["metadata"].get("labels") or {}, port)
+    facts = {"pod": f"{ns}/{name}", "port": port, "mTLS mode": str(mode), "sidecar": mesh.has_sidecar(pod),
+             "PeerAuthentications": sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in policies)}
+    evidence.add("mTLS policy", facts)
+    expect(mode.mode == "STRICT", Category.SECURITY,
+           f"mTLS for {ns}/{name}:{port} is {mode}: a fresh model namespace gets only the mesh-wide policy "
+           f"({mesh.ROOT_NAMESPACE}), so STRICT must be set there")
+    expect(mesh.has_sidecar(pod), Category.SECURITY,
+           f"{ns}/{name} has no {mesh.SIDECAR} sidecar although its namespace is labelled istio-injection=enabled: "
+           "nothing enforces STRICT, so the Pod accepts plaintext")
+    answers = [mesh.PlaintextAnswer.of(*kube.pod_proxy(ns, name, port, "POST", f"/v1/models/{NAME}:predict",
+                                                       V1_INPUT)) for _ in range(PLAINTEXT_TRIES)]
+    body, _ = Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(f"/v1/models/{NAME}:predict",
+                                                                                  V1_INPUT)
+    evidence.add("plaintext from outside the mesh", {
+        "requests": f"{PLAINTEXT_TRIES} plaintext predicts through the API server's pod proxy",
+        "answers": [f"{a.status} {'refused' if a.refused else 'answered'}: {a.detail}" for a in answers],
+        "through the gateway": body})
+    accepted = [a for a in answers if not a.refused]
+    expect(not accepted, Category.SECURITY,
+           f"{ns}/{name}:{port} answered {len(accepted)} of {PLAINTEXT_TRIES} plaintext requests from outside the mesh "
+           f"under {mode}: {accepted[0].status if accepted else ''} {accepted[0].detail if accepted else ''}")
