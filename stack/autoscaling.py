@@ -17,8 +17,9 @@
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from stack.durations import go_seconds
 
 KPA_CLASS = "kpa.autoscaling.knative.dev"
 KNATIVE_AUTOSCALING = "autoscaling.knative.dev"
@@ -110,18 +111,6 @@ class ScaleToZero:
             return data.get(key, KNATIVE_DEFAULTS[key])
         return cls(value("enable-scale-to-zero").lower() == "true", go_seconds(value("stable-window")),
                    go_seconds(value("scale-to-zero-grace-period")), go_seconds(value("scale-to-zero-pod-retention-period")))
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-
-
-def go_seconds(text: str) -> float:
-    """A Go duration ("60s", "1m30s", "0s") in seconds; ValueError for anything else."""
-    scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    parts = _DURATION.findall(text or "")
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {text!r}")
-    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def knative_settings(data: dict | None) -> dict[str, str]:

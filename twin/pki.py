@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from stack.durations import go_seconds
+
 UTC = datetime.timezone.utc
 
 # cert-manager KeyUsage strings -> x509.KeyUsage keyword / ExtendedKeyUsage OID
@@ -299,18 +301,13 @@ def unb64(data: str | None) -> bytes:
 # ---------------------------------------------------------------------------------------------------------------
 # Go durations ("2160h", "1h30m", "720h0m0s")
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-
-
 def parse_duration(text: str | None, default: datetime.timedelta) -> datetime.timedelta:
     if not text:
         return default
-    text = str(text).strip()
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise PKIError(f'time: invalid duration "{text}"')
-    return datetime.timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+    try:
+        return datetime.timedelta(seconds=go_seconds(str(text)))
+    except ValueError:
+        raise PKIError(f'time: invalid duration "{str(text).strip()}"') from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

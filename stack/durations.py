@@ -1,0 +1,20 @@
+"""Go durations ("90s", "1m30s", "2160h", "500ms") as the stack's objects write them: cert-manager's Certificate
+duration and renewBefore, Knative's config-autoscaler windows. One parser for the suite and the twin."""
+from __future__ import annotations
+
+import re
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def go_seconds(text: str) -> float:
+    """The duration in seconds; ValueError for anything Go's time.ParseDuration would refuse (a bare number but 0, a
+    sign, an unknown unit, stray text)."""
+    text = (text or "").strip()
+    if text == "0":
+        return 0.0
+    parts = _PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _SECONDS[u] for n, u in parts)
