@@ -36,6 +36,9 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("AC-CERT-EXPIRY", "The stack's certificates do not expire within the window"),
     Criterion("AC-MESH-MTLS", "Under STRICT mTLS a model's Pod refuses plaintext from outside the mesh, and the gateway "
               "path answers", requires="istio", needs="a profile that requires it (require: [AC-MESH-MTLS])"),
+    Criterion("AC-MESH-AUTHZ", "The profile's AuthorizationPolicy keeps out a request without its principal, and the "
+              "gateway path answers", requires="istio",
+              needs="an authorization_policy in the profile"),
     Criterion("AC-POD-SECURITY", "Predictor containers run as non-root without privilege escalation",
               requires="kserve", needs="a profile that requires it (require: [AC-POD-SECURITY])"),
     # Autoscaling: what the mode's autoscaler holds for an InferenceService, and the cluster's settings.

@@ -1,5 +1,6 @@
-"""AC-MESH-MTLS: Istio's peer authentication as it applies to one Pod's port, and whether a plaintext request from
-outside the mesh is refused there.
+"""AC-MESH-MTLS and AC-MESH-AUTHZ: Istio's peer authentication as it applies to one Pod's port, the
+AuthorizationPolicy a profile declares for a model, and what a plaintext request from outside the mesh (so without a
+principal) gets from a Pod.
 
 The mode in force is Istio's precedence over the live PeerAuthentications (istio.io reference
 config/security/peer_authentication, v1.19 to v1.30): a workload policy (spec.selector matching the Pod's labels) in
@@ -11,7 +12,9 @@ PERMISSIVE. Where one level holds several, the oldest applies (Istio's documente
 STRICT is enforced by the Pod's Envoy sidecar: a Pod without one accepts plaintext whatever the policy says. The
 client outside the mesh is the API server itself, through its pod proxy: under STRICT the sidecar resets the
 plaintext connection (curl's exit 56 in Istio's mTLS migration task), so the API server answers with a Status of its
-own instead of the model server's answer.
+own instead of the model server's answer. An ALLOW AuthorizationPolicy whose every rule requires a principal (or a
+source namespace, which is read from the principal) denies a request that has none: the sidecar answers 403 itself
+("RBAC: access denied"), which the pod proxy passes on as the Pod's answer.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 
 PA_API = "security.istio.io/v1beta1"      # served by Istio 1.19 (the seed) and still by 1.30 (beside v1)
 PA_KIND = "PeerAuthentication"
+AUTHZ_KIND = "AuthorizationPolicy"
+AUTHZ_NAME = "kstack-model-access"
 ROOT_NAMESPACE = "istio-system"
 SIDECAR = "istio-proxy"
 DEFAULT_MODE = "PERMISSIVE"
@@ -93,6 +98,15 @@ class PlaintextAnswer:
     status: int
     refused: bool          # no answer from the Pod: the API server's own Status of a failed proxy connection
     detail: str
+    denied: bool = False   # the Pod's side answered 403 itself (a sidecar's authorization), not the API server
+
+    @property
+    def kept_out(self) -> bool:
+        """The request never reached the model server: refused (mTLS) or denied (authorization)."""
+        return self.refused or self.denied
+
+    def __str__(self) -> str:
+        return f"{self.status} {'refused' if self.refused else 'denied' if self.denied else 'answered'}: {self.detail}"
 
     @classmethod
     def of(cls, status: int, text: str) -> "PlaintextAnswer":
@@ -104,4 +118,22 @@ class PlaintextAnswer:
         # 429 is the API server's throttling, not the Pod's refusal
         refused = from_api_server and status >= 500
         detail = body.get("message", "") if from_api_server else text[:200]
-        return cls(status, refused, detail)
+        return cls(status, refused, detail, denied=status == 403 and not from_api_server)
+
+
+def rules_without_a_principal(rules: list[dict]) -> list[int]:
+    """The ALLOW rules a request without a principal can match (no `from` source naming principals or namespaces),
+    by index: with any of them, the policy lets such a request in."""
+    out = []
+    for index, rule in enumerate(rules):
+        sources = [f.get("source") or {} for f in rule.get("from") or []]
+        if not sources or any(not (s.get("principals") or s.get("namespaces")) for s in sources):
+            out.append(index)
+    return out
+
+
+def model_policy(namespace: str, isvc: str, rules: list[dict]) -> dict:
+    """The profile's ALLOW rules as an AuthorizationPolicy on one InferenceService's Pods."""
+    return {"apiVersion": PA_API, "kind": AUTHZ_KIND, "metadata": {"name": AUTHZ_NAME, "namespace": namespace},
+            "spec": {"action": "ALLOW", "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": isvc}},
+                     "rules": rules}}

@@ -14,6 +14,7 @@ import jsonschema
 import yaml
 
 from stack.criteria import BY_ID
+from stack.mesh import rules_without_a_principal
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 SCHEMA_PATH = Path(__file__).resolve().parent / "profile_schema.yaml"
@@ -96,6 +97,12 @@ def _validate_semantics(data: dict, path: Path | None) -> None:
             optional = ", ".join(c.id for c in BY_ID.values() if c.needs)
             raise ProfileError(f"{criterion} is not an optional criterion (those are: {optional})", path,
                                f"require.{index}")
+    rules = (data.get("authorization_policy") or {}).get("rules", [])
+    for index in rules_without_a_principal(rules):
+        raise ProfileError("lets in a request without a principal: name principals or namespaces in each from.source",
+                           path, f"authorization_policy.rules.{index}")
+    if "AC-MESH-AUTHZ" in data.get("require", []) and not rules:
+        raise ProfileError("requires AC-MESH-AUTHZ but declares no authorization_policy", path, "require")
     if "AC-MONITORS" in data.get("require", []) and not data.get("monitors"):
         raise ProfileError("requires AC-MONITORS but declares no monitors: list them under monitors:", path, "require")
     if "kserve" in components and "iris" not in data:
@@ -230,6 +237,11 @@ class Profile:
     @property
     def monitors(self) -> list[MonitorRef]:
         return [MonitorRef(m["kind"], m["namespace"], m["name"]) for m in self.data.get("monitors", [])]
+
+    @property
+    def authorization_rules(self) -> list[dict]:
+        """The ALLOW rules of the AuthorizationPolicy AC-MESH-AUTHZ puts on a model ([]: none declared)."""
+        return (self.data.get("authorization_policy") or {}).get("rules", [])
 
     @property
     def image_overrides(self) -> dict[str, str]:

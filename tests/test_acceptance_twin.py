@@ -56,6 +56,7 @@ def test_every_profile_passes_on_the_twin(tmp_path, profile):
     assert statuses(doc)["AC-PROMQL"] == "not-run"      # optional, and no Prometheus was given
     assert statuses(doc)["AC-MONITORS"] == "not-run"    # optional, and the profile declares no monitors
     assert statuses(doc)["AC-MESH-MTLS"] == "not-run"   # optional, and the profile does not require it
+    assert statuses(doc)["AC-MESH-AUTHZ"] == "not-run"  # optional, and the profile declares no authorization policy
     for fmt in ("signoff.md", "signoff.html"):
         assert "SIMULATED" in (tmp_path / "out" / fmt).read_text()[:3000]
     if profile == "latest-standard":
@@ -343,12 +344,13 @@ def test_an_interrupted_run_leaves_no_process_behind(tmp_path):
 
 
 def policies_profile(tmp_path: Path) -> Path:
-    """seed, declaring a monitor and requiring AC-MESH-MTLS: the checks only such a profile runs. The same bytes
-    every time, so its twin snapshot is made once."""
+    """seed, declaring a monitor and an authorization policy and requiring AC-MESH-MTLS: the checks only such a
+    profile runs. The same bytes every time, so its twin snapshot is made once."""
     data = yaml.safe_load(Profile.load("seed").path.read_text())
     data["name"] = "seed-policies"
     data["monitors"] = [{"kind": "ServiceMonitor", "namespace": "cert-manager", "name": "cert-manager"}]
     data["require"] = ["AC-MESH-MTLS"]
+    data["authorization_policy"] = {"rules": [{"from": [{"source": {"namespaces": ["istio-system", "knative-serving"]}}]}]}
     path = tmp_path / "seed-policies.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=True))
     return path
@@ -384,3 +386,13 @@ def test_required_strict_mtls_fails_where_it_is_not_set_or_not_enforced(tmp_path
     assert cause in failure["message"], failure
     assert "Security policy" in recorded_categories(doc)
     assert any(lim["id"] == "twin-no-sidecars" for lim in doc["limitations"])
+
+
+def test_a_declared_authorization_policy_that_nothing_enforces_fails(tmp_path):
+    """The twin has no sidecar: the profile's policy is applied to the check's own model, and the check must fail on
+    what would let a request without a principal in, never pass on the policy object alone."""
+    doc, output, _ = run_twin(tmp_path, "--profile", str(policies_profile(tmp_path)),
+                              "-k", "test_the_authorization_policy_keeps_out_a_request_without_its_principal")
+    assert statuses(doc)["AC-MESH-AUTHZ"] == "failed", output[-5000:]
+    message = the_failure(doc, "AC-MESH-AUTHZ")["message"]
+    assert "has no istio-proxy sidecar" in message and "nothing enforces AuthorizationPolicy" in message, message

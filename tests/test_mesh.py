@@ -1,10 +1,11 @@
-"""Istio's peer authentication precedence as AC-MESH-MTLS computes it (stack/mesh.py), and how a plaintext request
-through the API server's pod proxy is judged: refused only when the API server answers for a Pod that did not."""
+"""Istio's peer authentication precedence as AC-MESH-MTLS computes it (stack/mesh.py), the AuthorizationPolicy
+AC-MESH-AUTHZ writes, and how a plaintext request through the API server's pod proxy is judged: refused when the API
+server answers for a Pod that did not, denied when the Pod's side answers 403 itself."""
 from __future__ import annotations
 
 import json
 
-from stack.mesh import PlaintextAnswer, effective_mode, has_sidecar
+from stack.mesh import PlaintextAnswer, effective_mode, has_sidecar, model_policy, rules_without_a_principal
 
 NS = "models"
 LABELS = {"app": "iris"}
@@ -74,3 +75,26 @@ def test_the_models_own_answer_and_throttling_are_not_refusals():
     assert not PlaintextAnswer.of(200, json.dumps({"predictions": [1, 1]})).refused
     assert not PlaintextAnswer.of(500, json.dumps({"error": "model failed"})).refused    # the Pod answered
     assert not PlaintextAnswer.of(429, status(429, "too many requests")).refused
+
+
+def test_a_403_from_the_pods_side_is_a_denial_and_the_api_servers_own_403_is_not():
+    envoy = PlaintextAnswer.of(403, "RBAC: access denied")
+    assert envoy.denied and envoy.kept_out and not envoy.refused and str(envoy) == "403 denied: RBAC: access denied"
+    forbidden = PlaintextAnswer.of(403, status(403, 'pods "x" is forbidden: cannot create resource "pods/proxy"'))
+    assert not forbidden.kept_out
+
+
+def test_only_rules_that_require_a_principal_or_a_namespace_keep_out_a_request_without_one():
+    rules = [{"from": [{"source": {"principals": ["cluster.local/ns/istio-system/sa/istio-ingressgateway"]}}]},
+             {"from": [{"source": {"namespaces": ["knative-serving"]}}], "to": [{"operation": {"paths": ["/"]}}]},
+             {"to": [{"operation": {"methods": ["GET"]}}]},                   # anyone's GET
+             {"from": [{"source": {"principals": ["a"]}}, {"source": {"ipBlocks": ["10.0.0.0/8"]}}]}]
+    assert rules_without_a_principal(rules) == [2, 3]
+
+
+def test_the_policy_allows_the_profiles_rules_on_the_models_pods_only():
+    rules = [{"from": [{"source": {"namespaces": ["istio-system"]}}]}]
+    policy = model_policy("models", "sklearn-iris", rules)
+    assert policy["spec"] == {"action": "ALLOW", "rules": rules,
+                              "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": "sklearn-iris"}}}
+    assert (policy["kind"], policy["metadata"]["namespace"]) == ("AuthorizationPolicy", "models")

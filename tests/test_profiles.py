@@ -61,6 +61,10 @@ def _seed_data() -> dict:
     (lambda d: d.pop("iris"), "iris"),
     (lambda d: d.__setitem__("require", ["AC-CRDS"]), "require.0"),        # not an optional criterion
     (lambda d: d.__setitem__("require", ["AC-MONITORS"]), "require"),      # and no monitors declared
+    (lambda d: d.__setitem__("require", ["AC-MESH-AUTHZ"]), "require"),    # and no authorization policy
+    (lambda d: d.__setitem__("authorization_policy", {"rules": [{"from": [{"source": {"principals": ["a"]}}]},
+                                                                {"to": [{"operation": {"paths": ["/"]}}]}]}),
+     "authorization_policy.rules.1"),                                       # a rule anyone matches
     (lambda d: d.__setitem__("monitors", [{"kind": "Probe", "namespace": "a", "name": "b"}]), "monitors.0.kind"),
 ])
 def test_malformed_profile_names_the_field(tmp_path, mutate, field):

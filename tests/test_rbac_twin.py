@@ -114,11 +114,13 @@ def test_the_whole_suite_passes_as_the_verifier_and_uses_what_the_role_grants(cl
     doc = json.loads((tmp_path / "out" / "signoff.json").read_text())
     assert doc["verdict"] == "PASS", output[-5000:]
     # every check ran but the optional ones, skipped without what they need (S3 settings, a Prometheus, declared
-    # monitors) and the predictor security and mTLS checks the seed profile does not require
+    # monitors, an authorization policy) and the predictor security and mTLS checks the seed profile does not
+    # require
     assert doc["inventory"]["missing"] == doc["inventory"]["skipped"] == [
         "inference.test_iris_from_s3", "monitoring.test_prometheus_holds_the_model_series",
         "monitoring.test_the_declared_monitors_select_live_targets", "security.test_predictor_containers_run_restricted",
-        "security.test_strict_mtls_refuses_plaintext_from_outside_the_mesh"]
+        "security.test_strict_mtls_refuses_plaintext_from_outside_the_mesh",
+        "security.test_the_authorization_policy_keeps_out_a_request_without_its_principal"]
     left, _ = cluster.admin.list("v1", "Namespace", label_selector=MANAGED)
     assert [n["metadata"]["name"] for n in left if n["status"].get("phase") != "Terminating"] == []
     # Minimal: every permission of the role was used by this passing run, but those a healthy cluster does not make
@@ -141,7 +143,8 @@ def test_the_whole_suite_passes_as_the_verifier_and_uses_what_the_role_grants(cl
                  ("create", "serviceaccounts"), ("patch", "serviceaccounts"),
                  ("get", "horizontalpodautoscalers"),                 # AC-AUTOSCALING in Standard mode
                  ("list", "services"),                                # AC-MONITORS: declared ServiceMonitors
-                 ("list", "peerauthentications"), ("create", "pods/proxy")}   # AC-MESH-MTLS, where required
+                 ("list", "peerauthentications"), ("create", "pods/proxy"),   # AC-MESH-MTLS, where required
+                 ("create", "authorizationpolicies"), ("patch", "authorizationpolicies")}   # AC-MESH-AUTHZ
     cluster_wide, workspace = rbac.needed(cluster.manifest, cluster.profile)
     unused = [p for p in cluster_wide + workspace if (p.verb, p.resource) not in used | only_when]
     assert unused == [], f"granted but not used by a passing run: {unused}"

@@ -1,7 +1,8 @@
 """The security policies the first user's sign-off needs, each asked of the live cluster: a model namespace's default
 ServiceAccount cannot read Secrets (the API server's own authorizer answers), no stack certificate expires within
 the window, and, where the profile requires them, the predictor's containers run as non-root without privilege
-escalation and, under STRICT mTLS, a model's Pod refuses plaintext from outside the mesh."""
+escalation, under STRICT mTLS a model's Pod refuses plaintext from outside the mesh, and the profile's
+AuthorizationPolicy keeps out a request without its principal."""
 from __future__ import annotations
 
 import datetime
@@ -78,7 +79,7 @@ def test_predictor_containers_run_restricted(request, kube, profile, diagnostics
     expect(not problems, Category.SECURITY, "; ".join(problems))
 
 
-PLAINTEXT_TRIES = 3     # every one must be refused: one failed proxy connection alone could be the API server's
+PLAINTEXT_TRIES = 3     # every one must be kept out: one failed proxy connection alone could be the API server's
 
 
 def _model_port(pod: dict) -> int:
@@ -89,47 +90,102 @@ def _model_port(pod: dict) -> int:
     return 8080
 
 
-@pytest.mark.criteria("AC-MESH-MTLS")
-@pytest.mark.needs("stack")
-@allure.title("Under STRICT mTLS a model's Pod refuses plaintext from outside the mesh; the gateway path answers")
-def test_strict_mtls_refuses_plaintext_from_outside_the_mesh(kube, profile, test_namespace, ingress_url, deadline,
-                                                             diagnostics, evidence):
-    """An Iris InferenceService of its own, in a namespace labelled for sidecar injection and annotated to inject (as
-    KServe documents for a mesh), must get STRICT from the cluster's PeerAuthentications, an Envoy sidecar that
-    enforces it, and a plaintext predict through the API server's pod proxy (a client outside the mesh) must get no
-    answer from the Pod; a predict through the ingress gateway, inside the mesh, must."""
-    if "AC-MESH-MTLS" not in profile.required_criteria:
-        pytest.skip("the profile does not require AC-MESH-MTLS")
-    ns = test_namespace("mtls", {"istio-injection": "enabled"})
+def _iris_in_the_mesh(kube, profile, test_namespace, deadline, diagnostics, prefix: str,
+                      before=None) -> tuple[str, dict, dict]:
+    """An Iris InferenceService of the test's own in a namespace labelled for sidecar injection, annotated to inject
+    (as KServe documents for a mesh): (namespace, InferenceService, its running predictor Pod). `before(ns)` runs
+    once the namespace exists, before the model is deployed (a policy its sidecar must start with)."""
+    ns = test_namespace(prefix, {"istio-injection": "enabled"})
     diagnostics.namespace(ns)
+    if before:
+        before(ns)
     manifest = isvc_manifest(profile, ns)
     manifest["metadata"].setdefault("annotations", {})["sidecar.istio.io/inject"] = "true"
     isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
     pods = [p for p in kube.list("v1", "Pod", ns, label_selector=f"serving.kserve.io/inferenceservice={NAME}")[0]
             if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
     expect(pods, Category.SECURITY, f"no running predictor pod of {ns}/{NAME}")
+    return ns, isvc, pods[0]
+
+
+def _expect_sidecar(pod: dict, what: str) -> None:
+    meta = pod["metadata"]
+    expect(mesh.has_sidecar(pod), Category.SECURITY,
+           f"{meta['namespace']}/{meta['name']} has no {mesh.SIDECAR} sidecar although its namespace is labelled "
+           f"istio-injection=enabled: nothing enforces {what}, so the Pod takes any request")
+
+
+def _plaintext_predicts(kube, pod: dict, port: int) -> list[mesh.PlaintextAnswer]:
+    """PLAINTEXT_TRIES predicts from outside the mesh: through the API server's pod proxy, without TLS or principal."""
+    ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+    return [mesh.PlaintextAnswer.of(*kube.pod_proxy(ns, name, port, "POST", f"/v1/models/{NAME}:predict", V1_INPUT))
+            for _ in range(PLAINTEXT_TRIES)]
+
+
+def _expect_kept_out(pod: dict, port: int, answers: list[mesh.PlaintextAnswer], why: str,
+                     refused_only: bool = False) -> None:
+    """`refused_only`: only a refused connection counts (STRICT refuses plaintext before any authorization)."""
+    meta = pod["metadata"]
+    let_in = [a for a in answers if not (a.refused if refused_only else a.kept_out)]
+    expect(not let_in, Category.SECURITY,
+           f"{meta['namespace']}/{meta['name']}:{port} answered {len(let_in)} of {len(answers)} plaintext requests "
+           f"from outside the mesh {why}: {let_in[0] if let_in else ''}")
+
+
+@pytest.mark.criteria("AC-MESH-MTLS")
+@pytest.mark.needs("stack")
+@allure.title("Under STRICT mTLS a model's Pod refuses plaintext from outside the mesh; the gateway path answers")
+def test_strict_mtls_refuses_plaintext_from_outside_the_mesh(kube, profile, test_namespace, ingress_url, deadline,
+                                                             diagnostics, evidence):
+    """The mesh's Iris must get STRICT from the cluster's PeerAuthentications and an Envoy sidecar that enforces it;
+    a plaintext predict through the API server's pod proxy (a client outside the mesh) must get no answer from the
+    Pod, and a predict through the ingress gateway, inside the mesh, must."""
+    if "AC-MESH-MTLS" not in profile.required_criteria:
+        pytest.skip("the profile does not require AC-MESH-MTLS")
+    ns, isvc, pod = _iris_in_the_mesh(kube, profile, test_namespace, deadline, diagnostics, "mtls")
     policies, _ = kube.list(mesh.PA_API, mesh.PA_KIND)
-    pod = pods[0]
     name, port = pod["metadata"]["name"], _model_port(pod)
     mode = mesh.effective_mode(policies, ns, pod["metadata"].get("labels") or {}, port)
-    facts = {"pod": f"{ns}/{name}", "port": port, "mTLS mode": str(mode), "sidecar": mesh.has_sidecar(pod),
-             "PeerAuthentications": sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in policies)}
-    evidence.add("mTLS policy", facts)
+    evidence.add("mTLS policy", {
+        "pod": f"{ns}/{name}", "port": port, "mTLS mode": str(mode), "sidecar": mesh.has_sidecar(pod),
+        "PeerAuthentications": sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in policies)})
     expect(mode.mode == "STRICT", Category.SECURITY,
            f"mTLS for {ns}/{name}:{port} is {mode}: a fresh model namespace gets only the mesh-wide policy "
            f"({mesh.ROOT_NAMESPACE}), so STRICT must be set there")
-    expect(mesh.has_sidecar(pod), Category.SECURITY,
-           f"{ns}/{name} has no {mesh.SIDECAR} sidecar although its namespace is labelled istio-injection=enabled: "
-           "nothing enforces STRICT, so the Pod accepts plaintext")
-    answers = [mesh.PlaintextAnswer.of(*kube.pod_proxy(ns, name, port, "POST", f"/v1/models/{NAME}:predict",
-                                                       V1_INPUT)) for _ in range(PLAINTEXT_TRIES)]
+    _expect_sidecar(pod, "STRICT")
+    answers = _plaintext_predicts(kube, pod, port)
     body, _ = Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(f"/v1/models/{NAME}:predict",
                                                                                   V1_INPUT)
     evidence.add("plaintext from outside the mesh", {
         "requests": f"{PLAINTEXT_TRIES} plaintext predicts through the API server's pod proxy",
-        "answers": [f"{a.status} {'refused' if a.refused else 'answered'}: {a.detail}" for a in answers],
-        "through the gateway": body})
-    accepted = [a for a in answers if not a.refused]
-    expect(not accepted, Category.SECURITY,
-           f"{ns}/{name}:{port} answered {len(accepted)} of {PLAINTEXT_TRIES} plaintext requests from outside the mesh "
-           f"under {mode}: {accepted[0].status if accepted else ''} {accepted[0].detail if accepted else ''}")
+        "answers": [str(a) for a in answers], "through the gateway": body})
+    _expect_kept_out(pod, port, answers, f"under {mode}", refused_only=True)
+
+
+@pytest.mark.criteria("AC-MESH-AUTHZ")
+@pytest.mark.needs("stack")
+@allure.title("The profile's AuthorizationPolicy keeps out a request without its principal; the gateway path answers")
+def test_the_authorization_policy_keeps_out_a_request_without_its_principal(kube, profile, test_namespace,
+                                                                           ingress_url, deadline, diagnostics,
+                                                                           evidence):
+    """The profile's ALLOW rules (each requires a principal or a source namespace: checked when the profile loads) go
+    on the mesh's Iris as an AuthorizationPolicy before the model starts, so its sidecar starts with them; a plaintext
+    predict through the API server's pod proxy, which carries no principal, must be kept out (denied 403 by the
+    sidecar, or refused under STRICT), and a predict through the ingress gateway must still answer."""
+    if not profile.authorization_rules:
+        pytest.skip("the profile declares no authorization_policy")
+
+    def put_policy(ns: str) -> None:
+        kube.apply(mesh.model_policy(ns, NAME, profile.authorization_rules))
+    ns, isvc, pod = _iris_in_the_mesh(kube, profile, test_namespace, deadline, diagnostics, "authz", put_policy)
+    port = _model_port(pod)
+    evidence.add("authorization policy", {"policy": f"{ns}/{mesh.AUTHZ_NAME}", "rules": profile.authorization_rules,
+                                          "pod": f"{ns}/{pod['metadata']['name']}", "sidecar": mesh.has_sidecar(pod)})
+    _expect_sidecar(pod, f"AuthorizationPolicy {ns}/{mesh.AUTHZ_NAME}")
+    answers = _plaintext_predicts(kube, pod, port)
+    body, _ = Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(f"/v1/models/{NAME}:predict",
+                                                                                  V1_INPUT)
+    evidence.add("a request without a principal", {
+        "requests": f"{PLAINTEXT_TRIES} plaintext predicts through the API server's pod proxy",
+        "answers": [str(a) for a in answers], "through the gateway": body})
+    _expect_kept_out(pod, port, answers, f"without a principal, under AuthorizationPolicy {ns}/{mesh.AUTHZ_NAME}")

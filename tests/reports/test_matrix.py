@@ -30,7 +30,8 @@ KSERVE_WORKLOADS = ("workloads.test_workloads_ready[kserve]", "Image pull")
 # profile -> criterion -> (status, first failing test, its category); criteria not named here must PASS.
 # no Prometheus given to these runs, no profile declares monitors
 OPTIONAL = {"AC-PROMQL": (NOT_RUN, None, None), "AC-MONITORS": (NOT_RUN, None, None),
-            "AC-MESH-MTLS": (NOT_RUN, None, None)}     # and none requires STRICT mTLS
+            "AC-MESH-MTLS": (NOT_RUN, None, None),     # none requires STRICT mTLS
+            "AC-MESH-AUTHZ": (NOT_RUN, None, None)}    # nor declares an authorization policy
 EXPECTED = {
     "seed": {**OPTIONAL, "AC-POD-SECURITY": (NOT_RUN, None, None)},     # v0.11's runtimes declare no securityContext
     "latest": {
