@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-PA_API = "security.istio.io/v1beta1"      # served by Istio 1.19 (the seed) and still by 1.30 (beside v1)
+SECURITY_API = "security.istio.io/v1beta1"   # served by Istio 1.19 (the seed) and still by 1.30 (beside v1)
 PA_KIND = "PeerAuthentication"
 AUTHZ_KIND = "AuthorizationPolicy"
 AUTHZ_NAME = "kstack-model-access"
@@ -44,13 +44,13 @@ def _oldest(policies: list[dict]) -> dict | None:
                default=None)
 
 
+def _match_labels(policy: dict) -> dict:
+    return ((policy.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+
+
 def _selects(policy: dict, labels: dict) -> bool:
-    wanted = ((policy.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    wanted = _match_labels(policy)
     return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
-
-
-def _has_selector(policy: dict) -> bool:
-    return bool(((policy.get("spec") or {}).get("selector") or {}).get("matchLabels"))
 
 
 def _mode(policy: dict | None, port: int | None = None) -> str | None:
@@ -59,7 +59,8 @@ def _mode(policy: dict | None, port: int | None = None) -> str | None:
         return None
     spec = policy.get("spec") or {}
     if port is not None:
-        per_port = (spec.get("portLevelMtls") or {}).get(str(port)) or (spec.get("portLevelMtls") or {}).get(port)
+        by_port = spec.get("portLevelMtls") or {}
+        per_port = by_port.get(str(port)) or by_port.get(port)
         if per_port and per_port.get("mode", "UNSET") != "UNSET":
             return per_port["mode"]
     mode = (spec.get("mtls") or {}).get("mode", "UNSET")
@@ -73,9 +74,9 @@ def effective_mode(policies: list[dict], namespace: str, labels: dict, port: int
     own = [p for p in policies if p["metadata"]["namespace"] == namespace]
     levels = [
         ("workload", _oldest([p for p in own if _selects(p, labels)]) if namespace != root_namespace else None),
-        ("namespace", _oldest([p for p in own if not _has_selector(p)])),
+        ("namespace", _oldest([p for p in own if not _match_labels(p)])),
         ("mesh", _oldest([p for p in policies if p["metadata"]["namespace"] == root_namespace
-                          and not _has_selector(p)])),
+                          and not _match_labels(p)])),
     ]
     for level, policy in levels:
         # portLevelMtls is honoured on workload policies only (the reference: "only valid with a selector")
@@ -134,6 +135,6 @@ def rules_without_a_principal(rules: list[dict]) -> list[int]:
 
 def model_policy(namespace: str, isvc: str, rules: list[dict]) -> dict:
     """The profile's ALLOW rules as an AuthorizationPolicy on one InferenceService's Pods."""
-    return {"apiVersion": PA_API, "kind": AUTHZ_KIND, "metadata": {"name": AUTHZ_NAME, "namespace": namespace},
+    return {"apiVersion": SECURITY_API, "kind": AUTHZ_KIND, "metadata": {"name": AUTHZ_NAME, "namespace": namespace},
             "spec": {"action": "ALLOW", "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": isvc}},
                      "rules": rules}}

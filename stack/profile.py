@@ -98,9 +98,10 @@ def _validate_semantics(data: dict, path: Path | None) -> None:
             raise ProfileError(f"{criterion} is not an optional criterion (those are: {optional})", path,
                                f"require.{index}")
     rules = (data.get("authorization_policy") or {}).get("rules", [])
-    for index in rules_without_a_principal(rules):
+    open_rules = rules_without_a_principal(rules)
+    if open_rules:
         raise ProfileError("lets in a request without a principal: name principals or namespaces in each from.source",
-                           path, f"authorization_policy.rules.{index}")
+                           path, f"authorization_policy.rules.{open_rules[0]}")
     if "AC-MESH-AUTHZ" in data.get("require", []) and not rules:
         raise ProfileError("requires AC-MESH-AUTHZ but declares no authorization_policy", path, "require")
     if "AC-MONITORS" in data.get("require", []) and not data.get("monitors"):

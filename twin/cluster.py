@@ -431,8 +431,8 @@ class Twin:
     def _require_strict_mtls(self) -> None:
         """mtls-strict: STRICT for the whole mesh, as a cluster's security policy sets it. The twin injects no
         sidecar, so nothing enforces it: AC-MESH-MTLS must see that, not the policy alone."""
-        from stack.mesh import PA_API, PA_KIND, ROOT_NAMESPACE
-        self.admin.create({"apiVersion": PA_API, "kind": PA_KIND,
+        from stack.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
+        self.admin.create({"apiVersion": SECURITY_API, "kind": PA_KIND,
                            "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
                            "spec": {"mtls": {"mode": "STRICT"}}})
 

@@ -68,8 +68,8 @@ def simulation(twin) -> Simulation:
                                           "component instead of upstream's RBAC"))
     if twin.profile.has("istio"):
         out.limitations.append(Limitation("twin-no-sidecars", "no Istio sidecar is injected and no Envoy enforces "
-                                          "PeerAuthentication or AuthorizationPolicy: AC-MESH-MTLS cannot pass on "
-                                          "the twin"))
+                                          "PeerAuthentication or AuthorizationPolicy: AC-MESH-MTLS and "
+                                          "AC-MESH-AUTHZ cannot pass on the twin"))
     out.limitations.append(Limitation("twin-no-containers", "no container runs: images are never pulled and Pods "
                                       "without a process of the twin are Ready without their probes"))
     return out

@@ -24,6 +24,13 @@ EXPECTED = [1, 1]
 SETTLING = {404, 502, 503}   # the gateway's answers while routes settle; nothing else is retried
 
 
+def running_predictor_pods(kube, namespace: str, name: str = NAME) -> list[dict]:
+    """The InferenceService's predictor Pods that are Running and not being deleted."""
+    pods, _ = kube.list("v1", "Pod", namespace, label_selector=f"serving.kserve.io/inferenceservice={name}")
+    return [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")]
+
+
 def isvc_manifest(profile, namespace: str, storage_uri: str | None = None, service_account: str | None = None,
                   name: str = NAME) -> dict:
     iris = profile.iris

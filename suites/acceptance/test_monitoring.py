@@ -8,17 +8,11 @@ import pytest
 
 from stack import metrics, monitors, retry
 from stack.failures import Category, expect
-from suites.acceptance.iris import NAME, V1_INPUT, Predictor
+from suites.acceptance.iris import NAME, V1_INPUT, Predictor, running_predictor_pods
 
 pytestmark = [pytest.mark.area("monitoring", story="model metrics", feature="monitoring"),
               pytest.mark.severity("normal"), pytest.mark.needs("stack")]
 CALLS = 5
-
-
-def _predictor_pods(kube, namespace: str) -> list[dict]:
-    pods, _ = kube.list("v1", "Pod", namespace, label_selector=f"serving.kserve.io/inferenceservice={NAME}")
-    return [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
-            and not p["metadata"].get("deletionTimestamp")]
 
 
 def _counts(kube, pods: list[dict]) -> dict[str, float]:
@@ -38,7 +32,7 @@ def _counts(kube, pods: list[dict]) -> dict[str, float]:
 def test_model_metrics_count_the_predict_calls(iris, kube, profile, ingress_url, deadline, diagnostics, evidence):
     ns = iris["namespace"]
     diagnostics.namespace(ns)
-    pods = _predictor_pods(kube, ns)
+    pods = running_predictor_pods(kube, ns)
     expect(pods, Category.MONITORING, f"no running predictor pod of {ns}/{NAME}")
     before = _counts(kube, pods)        # a MetricsError is filed under Monitoring
     predictor = Predictor(kube, profile, ingress_url, iris["isvc"], deadline("predict"))
@@ -46,7 +40,7 @@ def test_model_metrics_count_the_predict_calls(iris, kube, profile, ingress_url,
     for _ in range(CALLS):    # answered 200 (what they answer is AC-IRIS-PREDICT's)
         predictor.post(f"/v1/models/{NAME}:predict", V1_INPUT)
     retried = kube.retries.count("predict") - retried
-    after = _counts(kube, _predictor_pods(kube, ns))
+    after = _counts(kube, running_predictor_pods(kube, ns))
     counted = sum(after.values()) - sum(before.values())
     evidence.add("model metrics", {"metric": f"{metrics.PREDICT_HISTOGRAM}_count{{model_name=\"{NAME}\"}}",
                                    "before": before, "after": after, "predict calls made": CALLS,

@@ -12,7 +12,8 @@ import pytest
 
 from stack import mesh, security
 from stack.failures import Category, expect
-from suites.acceptance.iris import NAME, V1_INPUT, Predictor, deploy_and_wait, isvc_manifest
+from suites.acceptance.iris import (NAME, V1_INPUT, Predictor, deploy_and_wait, isvc_manifest,
+                                    running_predictor_pods)
 
 pytestmark = [pytest.mark.area("security", story="security policies", feature="security"),
               pytest.mark.severity("critical")]
@@ -102,8 +103,7 @@ def _iris_in_the_mesh(kube, profile, test_namespace, deadline, diagnostics, pref
     manifest = isvc_manifest(profile, ns)
     manifest["metadata"].setdefault("annotations", {})["sidecar.istio.io/inject"] = "true"
     isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
-    pods = [p for p in kube.list("v1", "Pod", ns, label_selector=f"serving.kserve.io/inferenceservice={NAME}")[0]
-            if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    pods = running_predictor_pods(kube, ns)
     expect(pods, Category.SECURITY, f"no running predictor pod of {ns}/{NAME}")
     return ns, isvc, pods[0]
 
@@ -115,11 +115,18 @@ def _expect_sidecar(pod: dict, what: str) -> None:
            f"istio-injection=enabled: nothing enforces {what}, so the Pod takes any request")
 
 
-def _plaintext_predicts(kube, pod: dict, port: int) -> list[mesh.PlaintextAnswer]:
-    """PLAINTEXT_TRIES predicts from outside the mesh: through the API server's pod proxy, without TLS or principal."""
+def _from_outside_and_through_the_gateway(kube, profile, ingress_url, isvc: dict, pod: dict, port: int, deadline,
+                                          evidence, what: str) -> list[mesh.PlaintextAnswer]:
+    """PLAINTEXT_TRIES predicts from outside the mesh (through the API server's pod proxy, without TLS or principal),
+    then one through the ingress gateway, which must answer; both recorded as `what`. The plaintext answers."""
     ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-    return [mesh.PlaintextAnswer.of(*kube.pod_proxy(ns, name, port, "POST", f"/v1/models/{NAME}:predict", V1_INPUT))
-            for _ in range(PLAINTEXT_TRIES)]
+    path = f"/v1/models/{NAME}:predict"
+    answers = [mesh.PlaintextAnswer.of(*kube.pod_proxy(ns, name, port, "POST", path, V1_INPUT))
+               for _ in range(PLAINTEXT_TRIES)]
+    body, _ = Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(path, V1_INPUT)
+    evidence.add(what, {"requests": f"{PLAINTEXT_TRIES} plaintext predicts through the API server's pod proxy",
+                        "answers": [str(a) for a in answers], "through the gateway": body})
+    return answers
 
 
 def _expect_kept_out(pod: dict, port: int, answers: list[mesh.PlaintextAnswer], why: str,
@@ -143,7 +150,7 @@ def test_strict_mtls_refuses_plaintext_from_outside_the_mesh(kube, profile, test
     if "AC-MESH-MTLS" not in profile.required_criteria:
         pytest.skip("the profile does not require AC-MESH-MTLS")
     ns, isvc, pod = _iris_in_the_mesh(kube, profile, test_namespace, deadline, diagnostics, "mtls")
-    policies, _ = kube.list(mesh.PA_API, mesh.PA_KIND)
+    policies, _ = kube.list(mesh.SECURITY_API, mesh.PA_KIND)
     name, port = pod["metadata"]["name"], _model_port(pod)
     mode = mesh.effective_mode(policies, ns, pod["metadata"].get("labels") or {}, port)
     evidence.add("mTLS policy", {
@@ -153,12 +160,8 @@ def test_strict_mtls_refuses_plaintext_from_outside_the_mesh(kube, profile, test
            f"mTLS for {ns}/{name}:{port} is {mode}: a fresh model namespace gets only the mesh-wide policy "
            f"({mesh.ROOT_NAMESPACE}), so STRICT must be set there")
     _expect_sidecar(pod, "STRICT")
-    answers = _plaintext_predicts(kube, pod, port)
-    body, _ = Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(f"/v1/models/{NAME}:predict",
-                                                                                  V1_INPUT)
-    evidence.add("plaintext from outside the mesh", {
-        "requests": f"{PLAINTEXT_TRIES} plaintext predicts through the API server's pod proxy",
-        "answers": [str(a) for a in answers], "through the gateway": body})
+    answers = _from_outside_and_through_the_gateway(kube, profile, ingress_url, isvc, pod, port, deadline, evidence,
+                                                    "plaintext from outside the mesh")
     _expect_kept_out(pod, port, answers, f"under {mode}", refused_only=True)
 
 
@@ -182,10 +185,6 @@ def test_the_authorization_policy_keeps_out_a_request_without_its_principal(kube
     evidence.add("authorization policy", {"policy": f"{ns}/{mesh.AUTHZ_NAME}", "rules": profile.authorization_rules,
                                           "pod": f"{ns}/{pod['metadata']['name']}", "sidecar": mesh.has_sidecar(pod)})
     _expect_sidecar(pod, f"AuthorizationPolicy {ns}/{mesh.AUTHZ_NAME}")
-    answers = _plaintext_predicts(kube, pod, port)
-    body, _ = Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(f"/v1/models/{NAME}:predict",
-                                                                                  V1_INPUT)
-    evidence.add("a request without a principal", {
-        "requests": f"{PLAINTEXT_TRIES} plaintext predicts through the API server's pod proxy",
-        "answers": [str(a) for a in answers], "through the gateway": body})
+    answers = _from_outside_and_through_the_gateway(kube, profile, ingress_url, isvc, pod, port, deadline, evidence,
+                                                    "a request without a principal")
     _expect_kept_out(pod, port, answers, f"without a principal, under AuthorizationPolicy {ns}/{mesh.AUTHZ_NAME}")
