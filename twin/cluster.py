@@ -94,6 +94,7 @@ class Twin:
         self._s3_store = None             # the S3-compatible store the AC-IRIS-S3 check reads the model from
         self.s3_settings = None           # what the twin hands over about it (an s3-* fault makes it wrong)
         self._crd_reaper = None           # crd-missing: an informer deleting the CRD whenever it appears
+        self.mesh = None                  # the mesh snapshot the twin's proxies read (twin/mesh.py), with Istio
         self.admin = None
         self.install_env: dict[str, str] = {}
         self.install_report = None
@@ -221,8 +222,12 @@ class Twin:
                     self._wait_restored(restarting, time.monotonic() + RESTORE_SECONDS)
                 else:
                     self._install_stack()
+                    self._secure_the_mesh()
                     if snapshot is not None:
                         self._save_snapshot(snapshot)
+                if self.profile.has("istio"):
+                    from twin.mesh import MeshConfig
+                    self.mesh = MeshConfig(self.admin, self.workdir).start()
                 self.strike()
         except BaseException:
             self.stop()
@@ -385,8 +390,8 @@ class Twin:
                 self._let_every_service_account_read_secrets()
             elif fault.kind == "cert-expiring":
                 self._expire_knative_webhook_ca()
-            elif fault.kind == "mtls-strict":
-                self._require_strict_mtls()
+            elif fault.kind == "mtls-permissive":
+                self._relax_mtls()
         if self.fault_set.targets("crd-missing") and self._crd_reaper is None:
             from twin.standins.runtime import Informer
             self._crd_reaper = Informer(self.admin, "apiextensions.k8s.io/v1", "CustomResourceDefinition",
@@ -428,13 +433,46 @@ class Twin:
                            "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
                                          "name": "system:serviceaccounts"}]})
 
-    def _require_strict_mtls(self) -> None:
-        """mtls-strict: STRICT for the whole mesh, as a cluster's security policy sets it. The twin injects no
-        sidecar, so nothing enforces it: AC-MESH-MTLS must see that, not the policy alone."""
+    def _relax_mtls(self) -> None:
+        """mtls-permissive: the mesh-wide PeerAuthentication turned to PERMISSIVE, as someone relaxing it for a
+        migration and forgetting it leaves it: the sidecars then take plaintext from outside the mesh."""
         from stack.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
-        self.admin.create({"apiVersion": SECURITY_API, "kind": PA_KIND,
-                           "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
-                           "spec": {"mtls": {"mode": "STRICT"}}})
+        self.admin.apply({"apiVersion": SECURITY_API, "kind": PA_KIND,
+                          "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
+                          "spec": {"mtls": {"mode": "PERMISSIVE"}}}, "twin-fault")
+
+    def _secure_the_mesh(self) -> None:
+        """For a profile that requires the mesh's security (AC-MESH-MTLS, or an authorization policy to prove),
+        the twin sets the cluster up as Istio's and Knative's docs say for it: the knative-serving namespace
+        labelled for sidecar injection and the activator restarted into the mesh (it proxies to the models'
+        sidecars, which under STRICT take mTLS only), and, where AC-MESH-MTLS is required, STRICT for the mesh."""
+        from stack.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
+        wants_mtls = "AC-MESH-MTLS" in self.profile.required_criteria
+        if not self.profile.has("istio") or not (wants_mtls or self.profile.authorization_rules):
+            return
+        if self.profile.has("knative"):
+            self.admin.patch("v1", "Namespace", "knative-serving", None,
+                             {"metadata": {"labels": {"istio-injection": "enabled"}}})
+            self._restart_deployment("knative-serving", "activator")
+        if wants_mtls:
+            self.admin.apply({"apiVersion": SECURITY_API, "kind": PA_KIND,
+                              "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
+                              "spec": {"mtls": {"mode": "STRICT"}}}, "twin")
+
+    def _restart_deployment(self, namespace: str, name: str, timeout: float = 120.0) -> None:
+        """`kubectl rollout restart`, then its rollout status: the new Pods Ready, the old ones gone."""
+        from twin.waits import wait_object
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        deployment = self.admin.patch("apps/v1", "Deployment", name, namespace, {"spec": {"template": {"metadata": {
+            "annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}})
+        generation = deployment["metadata"]["generation"]
+
+        def rolled_out(d: dict | None) -> bool:
+            st, want = (d or {}).get("status") or {}, ((d or {}).get("spec") or {}).get("replicas", 1)
+            return st.get("observedGeneration", 0) >= generation and st.get("updatedReplicas", 0) == want and \
+                st.get("readyReplicas", 0) == want and st.get("replicas", 0) == want
+        wait_object(self.admin, "apps/v1", "Deployment", name, namespace, rolled_out, timeout,
+                    f"Deployment {namespace}/{name} restarted into the mesh")
 
     def _expire_knative_webhook_ca(self) -> None:
         """cert-expiring: Knative's webhook CA is replaced by one that expires in 6 hours and its webhook restarted;
@@ -498,7 +536,7 @@ class Twin:
             if self._stopped:
                 return
             self._stopped = True
-        for part, what in ((self._crd_reaper, "crd-missing reaper"), (self.kubelet, "kubelet"),
+        for part, what in ((self._crd_reaper, "crd-missing reaper"), (self.kubelet, "kubelet"), (self.mesh, "mesh"),
                            (self._s3_store, "S3 store"),
                            (self._gateway, "gateway forwarder"), (self.api, "fault proxy"),
                            (self._internal, "internal proxy"), (self.controlplane, "control plane"),

@@ -21,7 +21,7 @@ KINDS = {
     "metrics-not-counting": (None, "the model server's /metrics never counts a predict call"),
     "autoscaler-missing": (None, "Knative makes no PodAutoscaler for a Revision"),
     "scale-to-zero-stuck": (None, "Knative's autoscaler never scales a revision below one replica"),
-    "mtls-strict": (None, "a mesh-wide PeerAuthentication sets STRICT, which no sidecar of the twin enforces"),
+    "mtls-permissive": (None, "the mesh-wide PeerAuthentication is PERMISSIVE: sidecars take plaintext"),
     # The S3 settings the twin hands over (its S3 store's) as a user could get them wrong:
     "s3-wrong-credentials": (None, "the S3 secret key handed over is not the store's"),
     "s3-no-bucket": (None, "the S3 URI handed over names a bucket the store does not have"),
@@ -69,7 +69,7 @@ def parse_fault(spec: str, profile=None) -> Fault:
             raise FaultSpecError(f"twin fault {kind!r} takes no target, got {text!r}")
         if kind in ("cert-expiring", "autoscaler-missing", "scale-to-zero-stuck") and profile is not None and not profile.has("knative"):
             raise FaultSpecError(f"twin fault {kind} breaks a part of Knative: profile {profile.name!r} has no knative")
-        if kind == "mtls-strict" and profile is not None and not profile.has("istio"):
+        if kind == "mtls-permissive" and profile is not None and not profile.has("istio"):
             raise FaultSpecError(f"twin fault {kind} sets an Istio policy: profile {profile.name!r} has no istio")
         return Fault(kind)
     if not target:

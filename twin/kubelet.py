@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twin import mesh
 from twin.kwok import KUBELET_ANNOTATION
 from twin.standins.runtime import Informer, Kube
 
@@ -205,6 +206,7 @@ class ProcessKubelet:
                "TWIN_FAULTS_FILE": str(self.faults_file),
                "TWIN_PORTS": ",".join(f"{p.get('name', p['containerPort'])}={p['containerPort']}"
                                       for p in container.get("ports") or [])}
+        env.update(mesh.proxy_env(self.admin, pod, pod_dir, self.workdir.parent))   # an injected Pod's proxy
         container_env = self._container_env(pod, container)
         env.update(container_env)
         env.update(spec.env)

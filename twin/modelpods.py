@@ -9,7 +9,11 @@ kubelet for them, one thread per Pod, from what its processes do:
   forwarder to it (twin/forwarder.py), any other container runs nothing and counts as running; a container that
   exits is restarted with the same back-off;
 - readiness: the model server container is Ready when GET /v1/models/<name> answers 200 (what KServe's and
-  Knative's readiness checks ask), the Pod when all its containers are.
+  Knative's readiness checks ask), the Pod when all its containers are;
+- a Pod the sidecar injector gave an istio-proxy container: that container runs the sidecar stand-in
+  (twin/standins/sidecar.py) on the Pod IP, the other servers listen on 127.0.0.1 behind it, the readiness probe
+  goes through its :15020 (as istio-agent answers a rewritten probe), and the twin's mesh snapshot lists the Pod
+  IP as having a sidecar (auto mTLS for the gateway and activator).
 Pod IPs come from the upper half of the node's pod CIDR (KWOK hands out the lower half).
 
 Fault isvc-stuck: the storage initializer never finishes (the Pod stays Init:0/1).
@@ -17,6 +21,7 @@ Fault isvc-stuck: the storage initializer never finishes (the Pod stays Init:0/1
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import subprocess
@@ -25,7 +30,8 @@ import threading
 import time
 from pathlib import Path
 
-from twin import faults
+from stack.mesh import SIDECAR
+from twin import faults, mesh
 from twin.kubelet import container_env, expand
 from twin.objectstore import ObjectStore
 from twin.standins.runtime import now_iso
@@ -33,6 +39,7 @@ from twin.standins.runtime import now_iso
 log = logging.getLogger("twin.modelpods")
 
 BACKOFF = (10, 20, 40, 80, 160, 300)
+MODEL_PORT = 8080
 READY_TIMEOUT = 120.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +105,9 @@ class PodRunner(threading.Thread):
         self.init_status: dict[str, dict] = {}
         self.status: dict[str, dict] = {}
         self.started = now_iso()
+        self.in_mesh = mesh.injected(pod) and any(c["name"] == SIDECAR for c in pod["spec"]["containers"])
+        # behind a sidecar the Pod's servers listen on loopback, where it forwards what it lets in
+        self.bind = "127.0.0.1" if self.in_mesh else None
 
     # -- status ------------------------------------------------------------------------------------------------------
 
@@ -145,6 +155,7 @@ class PodRunner(threading.Thread):
             self.dir.mkdir(parents=True, exist_ok=True)
             from twin.netns import PodNetwork
             self.network = PodNetwork(self.twin.netns, self.ip).create()
+            self.bind = self.bind or self.ip
             self._write("Pending")
             for container in self.pod["spec"].get("initContainers") or []:
                 if not self._run_init(container):
@@ -155,6 +166,8 @@ class PodRunner(threading.Thread):
         finally:
             for proc in self.procs.values():
                 _kill(proc)
+            if self.in_mesh and self.ip and self.twin.mesh is not None:
+                self.twin.mesh.unregister(self.ip)
             if self.network is not None:
                 self.network.close()
             if self.ip:
@@ -218,7 +231,7 @@ class PodRunner(threading.Thread):
     def _run_containers(self) -> None:
         containers = self.pod["spec"]["containers"]
         restarts = {c["name"]: 0 for c in containers}
-        model_port = 8080
+        model_port = MODEL_PORT
         for c in containers:
             self._start_container(c, restarts[c["name"]])
         self._write("Running")
@@ -258,17 +271,39 @@ class PodRunner(threading.Thread):
         name = container["name"]
         env = self._env(container)
         if name == "kserve-container":
-            argv = [sys.executable, "-m", "twin.modelserver", *self._argv(container, env), f"--bind={self.ip}"]
+            argv = [sys.executable, "-m", "twin.modelserver", *self._argv(container, env), f"--bind={self.bind}"]
             self._spawn(name, argv, env)
         elif name == "queue-proxy":
-            self._spawn(name, [sys.executable, "-m", "twin.forwarder", f"{self.ip}:8012", f"{self.ip}:8080"], env)
+            self._spawn(name, [sys.executable, "-m", "twin.forwarder", f"{self.bind}:8012", f"{self.bind}:8080"], env)
+        elif name == SIDECAR and self.in_mesh:
+            self._spawn(name, [sys.executable, "-m", "twin.standins.sidecar"], {**env, **self._sidecar_env()})
+            if self.twin.mesh is not None:
+                self.twin.mesh.register(self.ip, self.pod)
         self.status[name] = _running(container, restarts, ready=name not in ("kserve-container", "queue-proxy"))
 
-    def _probe(self, container: dict, port: int) -> bool:
+    def _probe_path(self, container: dict) -> str:
         model = next((a.split("=", 1)[1] for a in container.get("args") or [] if a.startswith("--model_name=")),
                      None)
-        path = f"/v1/models/{model}" if model else "/v2/health/ready"
-        return self.twin.netns.http_status(self.ip, port, path, timeout=2) == 200
+        return f"/v1/models/{model}" if model else "/v2/health/ready"
+
+    def _probe(self, container: dict, port: int) -> bool:
+        if self.in_mesh:        # istio-agent answers the probe for the container, as for a probe Istio rewrote
+            return self.twin.netns.http_status(self.ip, 15020, f"/app-health/{container['name']}/readyz",
+                                               timeout=2) == 200
+        return self.twin.netns.http_status(self.ip, port, self._probe_path(container), timeout=2) == 200
+
+    def _sidecar_env(self) -> dict:
+        """What the sidecar stand-in needs: its Pod, its identity and mesh snapshot, the ports to intercept, and
+        the probe it answers on :15020 for the model server (ISTIO_KUBE_APP_PROBERS, as the injector writes it)."""
+        meta, spec = self.pod["metadata"], self.pod["spec"]
+        ports = sorted({p["containerPort"] for c in spec["containers"] if c["name"] != SIDECAR
+                        for p in c.get("ports") or []} | {MODEL_PORT})
+        probers = {f"/app-health/{c['name']}/readyz": {"httpGet": {"path": self._probe_path(c), "port": MODEL_PORT}}
+                   for c in spec["containers"] if c["name"] == "kserve-container"}
+        return {"POD_NAME": meta["name"], "POD_NAMESPACE": meta["namespace"], "POD_IP": self.ip,
+                "TWIN_POD_LABELS": json.dumps(meta.get("labels") or {}),
+                "TWIN_INBOUND_PORTS": ",".join(str(p) for p in ports), "ISTIO_KUBE_APP_PROBERS": json.dumps(probers),
+                **mesh.proxy_env(self.twin.admin, self.pod, self.dir, self.twin.workdir)}
 
     def _termination_message(self, container: dict) -> str:
         """What kubelet puts in a failed container's terminated.message: with terminationMessagePolicy

@@ -29,6 +29,9 @@ SIMULATED = [
                                             "storage code (kserve-storage)"),
     ("queue-proxy", "a TCP forwarder to the model server (twin/forwarder.py)"),
     ("kube-proxy", "NodePorts only (twin/standins/kubeproxy.py); no ClusterIP routing"),
+    ("Istio sidecars", "Envoy is replaced by twin/standins/sidecar.py on a model Pod's inbound ports (real mTLS "
+                       "with istiod's CA, PeerAuthentication, AuthorizationPolicy) and by auto mTLS in the gateway "
+                       "and activator stand-ins; istiod's xDS by the twin's mesh snapshot (twin/mesh.py)"),
 ]
 
 
@@ -67,9 +70,10 @@ def simulation(twin) -> Simulation:
                                           "synthesised from the profile inventory, with one broad ClusterRole per "
                                           "component instead of upstream's RBAC"))
     if twin.profile.has("istio"):
-        out.limitations.append(Limitation("twin-no-sidecars", "no Istio sidecar is injected and no Envoy enforces "
-                                          "PeerAuthentication or AuthorizationPolicy: AC-MESH-MTLS and "
-                                          "AC-MESH-AUTHZ cannot pass on the twin"))
+        out.limitations.append(Limitation("twin-simulated-sidecars", "AC-MESH-MTLS and AC-MESH-AUTHZ are judged "
+                                          "against the twin's sidecar stand-in, not Envoy: it models "
+                                          "PeerAuthentication modes and AuthorizationPolicy sources, operations "
+                                          "and a few conditions, and intercepts only model Pods' inbound ports"))
     out.limitations.append(Limitation("twin-no-containers", "no container runs: images are never pulled and Pods "
                                       "without a process of the twin are Ready without their probes"))
     return out

@@ -25,7 +25,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from twin.standins import runtime
+from twin.standins import meshnet, runtime
 from twin.standins.runtime import Informer, Kube
 
 log = logging.getLogger("twin.standin.activator")
@@ -133,7 +133,7 @@ def handler_for(revisions: Revisions):
                 if endpoint is None:
                     self._answer(503, f"no ready endpoint of revision {key} within {HOLD_SECONDS:g}s".encode())
                     return
-                conn = http.client.HTTPConnection(*endpoint, timeout=UPSTREAM_TIMEOUT)
+                conn = meshnet.upstream(endpoint, UPSTREAM_TIMEOUT)   # auto mTLS where its Pod is in the mesh
                 try:
                     conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
                     conn.putheader("Host", self.headers.get("Host", ""))

@@ -31,7 +31,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from twin.standins import runtime
+from twin.standins import meshnet, runtime
 from twin.standins.runtime import Informer, Kube
 
 log = logging.getLogger("twin.standin.gateway")
@@ -270,7 +270,7 @@ class Handler(BaseHTTPRequestHandler):
             forward.append(("x-request-id", str(uuid.uuid4())))
         if body or self.command in ("POST", "PUT", "PATCH"):
             forward.append(("Content-Length", str(len(body))))
-        conn = http.client.HTTPConnection(*endpoint, timeout=UPSTREAM_TIMEOUT_SECONDS)
+        conn = meshnet.upstream(endpoint, UPSTREAM_TIMEOUT_SECONDS)   # auto mTLS to a sidecar
         started = time.monotonic()
         try:
             conn.putrequest(self.command, upstream_path, skip_host=True, skip_accept_encoding=True)

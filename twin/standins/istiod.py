@@ -10,8 +10,10 @@ What it does, as istiod does:
 - /validate: the configuration validation of networking.istio.io objects (a Gateway needs a server, a
   VirtualService a host: pkg/config/validation), answered as "configuration is invalid: ...";
 - /inject: sidecar injection for Pods. The gateway chart's Pods (template "gateway") get the proxy image where
-  the chart writes `image: auto`; other Pods are admitted unchanged (there is no proxy to inject without Envoy,
-  and the twin says so).
+  the chart writes `image: auto`; every other Pod the webhook's selectors send here gets the sidecar template's
+  istio-proxy container and the `security.istio.io/tlsMode: istio` label. Whatever runs for that container is the
+  twin's: the sidecar stand-in for a model Pod (twin/standins/sidecar.py), the Pod's own process originating
+  mTLS for a stand-in (twin/standins/meshnet.py), both from twin/mesh.py's snapshot and certificates.
 """
 from __future__ import annotations
 
@@ -61,23 +63,52 @@ def proxy_image() -> str | None:
 
 
 def inject(request: dict) -> Admission:
-    """The gateway template: replace `image: auto` with the proxy image (what istiod's injector renders)."""
+    """What istiod's injector renders: the gateway template fills in the proxy image where the chart writes
+    `image: auto`; the sidecar template (every other Pod the webhook's selectors send here) adds the istio-proxy
+    container, the tlsMode label auto mTLS reads, and the status annotation."""
     if (request.get("kind") or {}).get("kind") != "Pod" or request.get("operation") != "CREATE":
         return Admission()
     pod = request.get("object") or {}
-    templates = ((pod.get("metadata") or {}).get("annotations") or {}).get("inject.istio.io/templates", "")
+    meta = pod.get("metadata") or {}
+    templates = (meta.get("annotations") or {}).get("inject.istio.io/templates", "sidecar")
+    containers = (pod.get("spec") or {}).get("containers") or []
+    if any(c.get("name") == "istio-proxy" and c.get("image") != "auto" for c in containers):
+        return Admission()                                 # injected already
     image = proxy_image()
-    patch = []
-    for n, container in enumerate((pod.get("spec") or {}).get("containers") or []):
-        if container.get("image") == "auto" and image:
-            patch.append({"op": "replace", "path": f"/spec/containers/{n}/image", "value": image})
-    if patch:
-        log.info("injected the %s template: %s", templates or "gateway", json.dumps(patch))
-        patch.append({"op": "add", "path": "/metadata/annotations/sidecar.istio.io~1status",
-                      "value": json.dumps({"templates": [templates or "gateway"], "containers": ["istio-proxy"]})})
-        if not (pod.get("metadata") or {}).get("annotations"):
-            patch.insert(0, {"op": "add", "path": "/metadata/annotations", "value": {}})
-    return Admission(patch=patch or None)
+    patch = [] if meta.get("annotations") else [{"op": "add", "path": "/metadata/annotations", "value": {}}]
+    if templates == "gateway":
+        replaced = [{"op": "replace", "path": f"/spec/containers/{n}/image", "value": image}
+                    for n, c in enumerate(containers) if c.get("image") == "auto" and image]
+        if not replaced:
+            return Admission()
+        patch += replaced
+    elif image:
+        patch += sidecar_patch(meta, image, request.get("namespace") or meta.get("namespace", ""))
+    else:
+        return Admission()
+    patch.append({"op": "add", "path": "/metadata/annotations/sidecar.istio.io~1status",
+                  "value": json.dumps({"templates": [templates], "containers": ["istio-proxy"]})})
+    log.info("injected the %s template into %s/%s", templates, request.get("namespace"),
+             meta.get("name") or meta.get("generateName"))
+    return Admission(patch=patch)
+
+
+def sidecar_patch(meta: dict, image: str, namespace: str) -> list[dict]:
+    """The sidecar template's additions (istio's manifests/charts/istio-control/istio-discovery/files/
+    injection-template.yaml, trimmed to what the twin uses: no istio-init, as with Istio's CNI plugin, and no readiness probe,
+    since a stand-in Pod's proxy container runs no process of its own)."""
+    labels = meta.get("labels") or {}
+    proxy = {"name": "istio-proxy", "image": image,
+             "args": ["proxy", "sidecar", "--domain", f"{namespace}.svc.cluster.local"],
+             "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
+             "securityContext": {"runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": True,
+                                 "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                 "capabilities": {"drop": ["ALL"]}}}
+    out = [{"op": "add", "path": "/spec/containers/-", "value": proxy}]
+    if not labels:
+        out.append({"op": "add", "path": "/metadata/labels", "value": {}})
+    out.append({"op": "add", "path": "/metadata/labels/security.istio.io~1tlsMode", "value": "istio"})
+    return out
 
 
 def start(stop: threading.Event) -> None:
