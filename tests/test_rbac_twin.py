@@ -25,16 +25,19 @@ from tests.helpers import ROOT, run_pytest
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
 # The seed stack, accepted on the twin's v1.34 kube-apiserver (seed's own range is 1.25-1.27; the twin has one
-# control plane for every profile: twin/toolchain.yaml).
+# control plane for every profile: twin/toolchain.yaml), requiring the mesh's security too, so that the verifier
+# runs the mesh checks (the twin secures its mesh for such a profile: STRICT, the activator injected).
 PROFILE = "seed"
 MANAGED = "app.kubernetes.io/managed-by=kstack"
 
 
 def profile_on_the_twin(directory: Path) -> Path:
-    text = (ROOT / "profiles" / f"{PROFILE}.yaml").read_text()
-    line = next(x for x in text.splitlines() if x.startswith("kubernetes:"))
+    data = yaml.safe_load((ROOT / "profiles" / f"{PROFILE}.yaml").read_text())
+    data["kubernetes"] = {"min": "1.25", "max": "1.34"}
+    data["require"] = ["AC-MESH-MTLS"]
+    data["authorization_policy"] = {"rules": [{"from": [{"source": {"namespaces": ["knative-serving"]}}]}]}
     path = directory / f"{PROFILE}.yaml"
-    path.write_text(text.replace(line, 'kubernetes: {min: "1.25", max: "1.34"}', 1))
+    path.write_text(yaml.safe_dump(data, sort_keys=True))
     return path
 
 
@@ -114,13 +117,10 @@ def test_the_whole_suite_passes_as_the_verifier_and_uses_what_the_role_grants(cl
     doc = json.loads((tmp_path / "out" / "signoff.json").read_text())
     assert doc["verdict"] == "PASS", output[-5000:]
     # every check ran but the optional ones, skipped without what they need (S3 settings, a Prometheus, declared
-    # monitors, an authorization policy) and the predictor security and mTLS checks the seed profile does not
-    # require
+    # monitors) and the predictor security check the profile does not require
     assert doc["inventory"]["missing"] == doc["inventory"]["skipped"] == [
         "inference.test_iris_from_s3", "monitoring.test_prometheus_holds_the_model_series",
-        "monitoring.test_the_declared_monitors_select_live_targets", "security.test_predictor_containers_run_restricted",
-        "security.test_strict_mtls_refuses_plaintext_from_outside_the_mesh",
-        "security.test_the_authorization_policy_keeps_out_a_request_without_its_principal"]
+        "monitoring.test_the_declared_monitors_select_live_targets", "security.test_predictor_containers_run_restricted"]
     left, _ = cluster.admin.list("v1", "Namespace", label_selector=MANAGED)
     assert [n["metadata"]["name"] for n in left if n["status"].get("phase") != "Terminating"] == []
     # Minimal: every permission of the role was used by this passing run, but those a healthy cluster does not make
@@ -142,9 +142,7 @@ def test_the_whole_suite_passes_as_the_verifier_and_uses_what_the_role_grants(cl
                  ("create", "secrets"), ("patch", "secrets"),         # the S3 variant (KSTACK_S3_*)
                  ("create", "serviceaccounts"), ("patch", "serviceaccounts"),
                  ("get", "horizontalpodautoscalers"),                 # AC-AUTOSCALING in Standard mode
-                 ("list", "services"),                                # AC-MONITORS: declared ServiceMonitors
-                 ("list", "peerauthentications"), ("create", "pods/proxy"),   # AC-MESH-MTLS, where required
-                 ("create", "authorizationpolicies"), ("patch", "authorizationpolicies")}   # AC-MESH-AUTHZ
+                 ("list", "services")}                                # AC-MONITORS: declared ServiceMonitors
     cluster_wide, workspace = rbac.needed(cluster.manifest, cluster.profile)
     unused = [p for p in cluster_wide + workspace if (p.verb, p.resource) not in used | only_when]
     assert unused == [], f"granted but not used by a passing run: {unused}"
