@@ -436,17 +436,20 @@ class Twin:
     def _relax_mtls(self) -> None:
         """mtls-permissive: the mesh-wide PeerAuthentication turned to PERMISSIVE, as someone relaxing it for a
         migration and forgetting it leaves it: the sidecars then take plaintext from outside the mesh."""
+        self._set_mesh_mtls("PERMISSIVE", "twin-fault")
+
+    def _set_mesh_mtls(self, mode: str, manager: str) -> None:
+        """The mesh-wide PeerAuthentication (istio-system/default) with `mode`."""
         from stack.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
         self.admin.apply({"apiVersion": SECURITY_API, "kind": PA_KIND,
                           "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
-                          "spec": {"mtls": {"mode": "PERMISSIVE"}}}, "twin-fault")
+                          "spec": {"mtls": {"mode": mode}}}, manager)
 
     def _secure_the_mesh(self) -> None:
         """For a profile that requires the mesh's security (AC-MESH-MTLS, or an authorization policy to prove),
         the twin sets the cluster up as Istio's and Knative's docs say for it: the knative-serving namespace
         labelled for sidecar injection and the activator restarted into the mesh (it proxies to the models'
         sidecars, which under STRICT take mTLS only), and, where AC-MESH-MTLS is required, STRICT for the mesh."""
-        from stack.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
         wants_mtls = "AC-MESH-MTLS" in self.profile.required_criteria
         if not self.profile.has("istio") or not (wants_mtls or self.profile.authorization_rules):
             return
@@ -455,9 +458,7 @@ class Twin:
                              {"metadata": {"labels": {"istio-injection": "enabled"}}})
             self._restart_deployment("knative-serving", "activator")
         if wants_mtls:
-            self.admin.apply({"apiVersion": SECURITY_API, "kind": PA_KIND,
-                              "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
-                              "spec": {"mtls": {"mode": "STRICT"}}}, "twin")
+            self._set_mesh_mtls("STRICT", "twin")
 
     def _restart_deployment(self, namespace: str, name: str, timeout: float = 120.0) -> None:
         """`kubectl rollout restart`, then its rollout status: the new Pods Ready, the old ones gone."""

@@ -88,7 +88,6 @@ class MeshConfig:
         self.endpoints: dict[str, dict] = {}
         self.informers: dict[str, object] = {}
         self.lock = threading.Lock()
-        self._write()
 
     def start(self) -> "MeshConfig":
         from twin.standins.runtime import Informer

@@ -7,6 +7,7 @@ elsewhere. A process without them is outside the mesh and always speaks plaintex
 """
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -84,9 +85,15 @@ def peer_principal(sock: ssl.SSLSocket) -> str | None:
 _snapshot = Snapshot()
 
 
+@functools.lru_cache(maxsize=1)
+def _own_client_context(certs: Path) -> ssl.SSLContext:
+    """This process's outbound context, made once: its certificate is written before it starts."""
+    return client_context(certs)
+
+
 def upstream(endpoint: tuple[str, int], timeout: float) -> http.client.HTTPConnection:
     """The connection this process's proxy would open to `endpoint`: mTLS to a sidecar when this Pod is in the mesh."""
     certs = certs_dir()
     if certs is not None and _snapshot.has_sidecar(endpoint[0]):
-        return http.client.HTTPSConnection(*endpoint, timeout=timeout, context=client_context(certs))
+        return http.client.HTTPSConnection(*endpoint, timeout=timeout, context=_own_client_context(certs))
     return http.client.HTTPConnection(*endpoint, timeout=timeout)

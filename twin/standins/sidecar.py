@@ -25,6 +25,7 @@ Its body is read whole before it is forwarded (by Content-Length, or to the last
 """
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import logging
@@ -357,7 +358,6 @@ def health_handler(probers: dict, inbound: Inbound):
             probe = (probers.get(self.path) or {}).get("httpGet")
             if not probe:
                 return self._answer(404, b"no such probe")
-            import http.client
             conn = http.client.HTTPConnection("127.0.0.1", int(probe["port"]), timeout=2)
             try:
                 conn.request("GET", probe.get("path", "/"))
