@@ -255,27 +255,49 @@ def test_under_xdist_one_cluster_and_one_install(tmp_path):
 
 @contextlib.contextmanager
 def standalone_twin(tmp_path: Path, *faults: str):
-    """`python -m twin` in its own process: (kubeconfig, gateway URL); stopped with SIGINT, which must exit 0."""
+    """`python -m twin` in its own process: (kubeconfig, gateway URL); stopped with SIGINT, which must exit 0.
+
+    Its output is drained by a thread for the whole run (an undrained pipe would block the twin once its logs fill
+    it), and the gateway is read from its own `gateway: URL` banner line, never guessed from other lines."""
     import signal
     import subprocess
     import sys
-    import time
+    import threading
 
     from tests.helpers import ROOT
     kubeconfig = tmp_path / "twin.kubeconfig"
     args = [a for f in faults for a in ("--twin-fault", f)]
     proc = subprocess.Popen([sys.executable, "-m", "twin", "--profile", "seed", "--kubeconfig-out", str(kubeconfig),
                              *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    gateway: list[str] = []
+    banner = threading.Event()
+
+    def drain() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("gateway: ") and not gateway:
+                gateway.append(line.split(maxsplit=1)[1].strip())
+                banner.set()
+        banner.set()                                       # it exited: no banner will come
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 30
-        line = ""
-        while "gateway" not in line.lower() and time.monotonic() < deadline:   # its own start-up banner
-            line = proc.stdout.readline()
+        # The start-up takes about 10 s on an idle machine and near 40 s on a loaded CI runner.
+        assert banner.wait(240) and gateway, f"python -m twin printed no gateway banner:\n{''.join(lines[-40:])}"
         assert kubeconfig.exists(), "python -m twin wrote no kubeconfig"
-        yield kubeconfig, line.split()[-1]
+        yield kubeconfig, gateway[0]
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"python -m twin did not stop within 60 s of SIGINT:\n{''.join(lines[-40:])}") from exc
+        reader.join(timeout=10)
+        assert code == 0, f"python -m twin exited {code} after SIGINT:\n{''.join(lines[-40:])}"
 
 
 def kstack_namespaces(kubeconfig: Path) -> list[str]:

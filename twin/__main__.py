@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 
@@ -59,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         while not done.wait(0.5):
             pass
     finally:
+        stopping = time.monotonic()
         twin.stop()
-    print("twin: stopped", flush=True)
+    print(f"twin: stopped in {time.monotonic() - stopping:.2f}s", flush=True)
     return 0
 
 

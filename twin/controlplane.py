@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 
 from twin import pki
 from twin.netns import NetNamespace
+from twin.processes import stop_process, stop_processes
 
 log = logging.getLogger("twin.controlplane")
 
@@ -153,16 +154,13 @@ class ControlPlane:
             f"--cidr={kwok_pod_cidr(self.netns.addresses.pod_cidr)}", f"--node-ip={self.node_ip}", "-v=INFO"])
 
     def stop(self) -> None:
-        # Reverse start order: clients before the API server, the API server before etcd.
-        for name in reversed(list(self.procs)):
-            proc = self.procs.pop(name)
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        # Clients (together) before the API server, the API server before etcd: each tier shuts down while what
+        # it talks to is still up.
+        procs, self.procs = self.procs, {}
+        servers = ("kube-apiserver", "etcd")
+        stop_processes([p for name, p in procs.items() if name not in servers], grace=10, group=False)
+        for name in servers:
+            stop_process(procs.get(name), grace=10, group=False)
 
     def check_alive(self) -> None:
         """Raise ControlPlaneError for a component that has exited (with the end of its log)."""

@@ -22,6 +22,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -148,6 +149,9 @@ class FaultProxy:
         self.host, self.port = self._server.server_address[:2]
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # The connections to the API server that relays hold (a watch stays open for minutes): cut at stop, or the
+        # API server's graceful shutdown would wait up to 60 s for them to end.
+        self._upstreams: weakref.WeakSet = weakref.WeakSet()
 
     @property
     def url(self) -> str:
@@ -157,6 +161,7 @@ class FaultProxy:
         conn = http.client.HTTPSConnection(*self.upstream, context=self._upstream_ctx, timeout=3600)
         if self._connect is not None:
             conn._create_connection = self._connect
+        self._upstreams.add(conn)
         return conn
 
     def start(self) -> "FaultProxy":
@@ -168,6 +173,13 @@ class FaultProxy:
         self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
+        for upstream in list(self._upstreams):
+            sock = upstream.sock if isinstance(upstream, http.client.HTTPConnection) else upstream
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)     # wakes the relay blocked reading it; the relay closes it
+                except OSError:
+                    pass
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -301,6 +313,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """exec / attach / port-forward: forward the upgrade request, then copy bytes both ways."""
         connect = self.owner._connect or socket.create_connection
         upstream = self.owner._upstream_ctx.wrap_socket(connect(self.owner.upstream))
+        self.owner._upstreams.add(upstream)
         head = f"{self.command} {self.path} HTTP/1.1\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in self.headers.items() if k.lower() != "host")
         head += f"Host: {self.owner.upstream[0]}:{self.owner.upstream[1]}\r\n\r\n"

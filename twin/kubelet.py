@@ -29,6 +29,7 @@ from pathlib import Path
 
 from twin import mesh
 from twin.kwok import KUBELET_ANNOTATION
+from twin.processes import stop_process, stop_processes
 from twin.standins.runtime import Informer, Kube
 
 log = logging.getLogger("twin.kubelet")
@@ -97,6 +98,10 @@ class ProcessKubelet:
             informer.stop()
         self._queue.put(None)
         self._thread.join(timeout=30)
+        # The Pods' processes go before the control plane does, as a node drains before its cluster stops: the
+        # API server's graceful shutdown otherwise waits up to 60 s for the watches they still hold.
+        running, self.running = list(self.running.values()), {}
+        stop_processes([r.proc for r in running])
         if self.model_pods is not None:
             self.model_pods.stop()
 
@@ -240,15 +245,7 @@ class ProcessKubelet:
         running = self.running.pop(key, None)
         if running is None or running.proc.poll() is not None:
             return
-        try:
-            os.killpg(running.proc.pid, 15)
-        except ProcessLookupError:
-            return
-        try:
-            running.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(running.proc.pid, 9)
-            running.proc.wait()
+        stop_process(running.proc, grace=10)
 
     def _admit(self, pod: dict) -> None:
         """Say whether a process runs for this Pod: KWOK then makes it Ready itself, or leaves readiness to us."""

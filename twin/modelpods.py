@@ -34,6 +34,7 @@ from stack.mesh import SIDECAR
 from twin import faults, mesh
 from twin.kubelet import container_env, expand
 from twin.objectstore import ObjectStore
+from twin.processes import stop_processes
 from twin.standins.runtime import now_iso
 
 log = logging.getLogger("twin.modelpods")
@@ -85,8 +86,9 @@ class ModelPods:
     def stop(self) -> None:
         with self.lock:
             runners, self.runners = list(self.runners.values()), {}
-        for runner in runners:
-            runner.stop()
+        for runner in runners:         # every Pod's processes are signalled together, then waited for together
+            runner.stopped.set()
+        stop_processes([proc for runner in runners for proc in list(runner.procs.values())])
         for runner in runners:
             runner.join(timeout=15)
 
@@ -164,8 +166,7 @@ class PodRunner(threading.Thread):
         except Exception:  # noqa: BLE001
             log.exception("model pod %s failed", self.meta["name"])
         finally:
-            for proc in self.procs.values():
-                _kill(proc)
+            stop_processes(list(self.procs.values()))
             if self.in_mesh and self.ip and self.twin.mesh is not None:
                 self.twin.mesh.unregister(self.ip)
             if self.network is not None:
@@ -319,8 +320,7 @@ class PodRunner(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
-        for proc in list(self.procs.values()):
-            _kill(proc)
+        stop_processes(list(self.procs.values()))
 
 
 def _waiting(container: dict, reason: str, message: str | None = None, restarts: int = 0) -> dict:
@@ -355,16 +355,3 @@ def _backoff(container: dict, restarts: int, wait: int, meta: dict, code: int, m
         last["message"] = message
     out["lastState"] = {"terminated": last}
     return out
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, 15)
-            proc.wait(5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
-            proc.wait()

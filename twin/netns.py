@@ -34,6 +34,8 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
+from twin.processes import stop_processes
+
 log = logging.getLogger("twin.netns")
 
 NODE_IP = "10.253.0.2"
@@ -223,8 +225,7 @@ class NetNamespace:
     def close(self) -> None:
         with self._mutex:
             procs, self._procs = self._procs, []
-        for proc in procs:
-            _kill_group(proc)
+        stop_processes(procs)
         _release(self._holder)
         self._holder = None
         for fd in (self._ns_fd, self._host_fd):
@@ -317,21 +318,3 @@ def _die_with_parent(parent_pid: int):
         if os.getppid() != parent_pid:      # the parent died before prctl took effect
             os._exit(1)
     return preexec
-
-
-def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the process group, SIGKILL what is left after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        proc.terminate()
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
-        proc.wait()

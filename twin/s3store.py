@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from stack.s3 import S3Settings
+from twin.processes import stop_process
 
 BUCKET = "kstack-models"
 KEY = "iris/model.joblib"
@@ -79,13 +80,7 @@ class S3Store:
         return self.settings
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=10, group=False)
         self.proc = None
 
 
