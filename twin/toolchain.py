@@ -11,6 +11,7 @@ from the downloaded go.mod rather than written by hand. The versions are data: t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,7 +269,9 @@ def build(spec: Build, root: Path | None = None, log=print) -> Built:
     # A file importing the main packages keeps `go mod tidy` from dropping what they need.
     imports = "\n".join(f'\t_ "{spec.import_path(p)}"' for p in spec.packages)
     (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
-    _run_go(go, ["mod", "tidy"], work, env, f"resolving the dependencies of {spec.module}@{spec.version}")
+    # It downloads every module the build needs, minutes on a cold cache: a progress line says it is still going.
+    with _progress(log, lambda seconds: f"twin:   resolving the dependencies (go mod tidy), {seconds:.0f}s"):
+        _run_go(go, ["mod", "tidy"], work, env, f"resolving the dependencies of {spec.module}@{spec.version}")
     bin_dir = target / "bin"
     bin_dir.mkdir()
     outputs = {}
@@ -287,6 +291,23 @@ def build(spec: Build, root: Path | None = None, log=print) -> Built:
     return result
 
 
+@contextlib.contextmanager
+def _progress(log, line: Callable[[float], str]):
+    """Log line(seconds so far) every PROGRESS_EVERY seconds while the block runs."""
+    began = time.monotonic()
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(PROGRESS_EVERY):
+            log(line(time.monotonic() - began))
+
+    threading.Thread(target=report, daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def _go_build(go: str, spec: Build, package: str, output: Path, work: Path, env: dict, log) -> None:
     """`go build -v` with a progress line every PROGRESS_EVERY seconds (packages compiled so far)."""
     args = [go, "build", "-v", "-trimpath", "-ldflags", spec.ldflag_string(), "-o", str(output),
@@ -294,21 +315,11 @@ def _go_build(go: str, spec: Build, package: str, output: Path, work: Path, env:
     proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     compiled, tail = [0], []
     began = time.monotonic()
-    stop = threading.Event()
-
-    def report() -> None:
-        while not stop.wait(PROGRESS_EVERY):
-            log(f"twin:   {output.name}: {compiled[0]} packages compiled, {time.monotonic() - began:.0f}s")
-
-    ticker = threading.Thread(target=report, daemon=True)
-    ticker.start()
-    try:
+    with _progress(log, lambda seconds: f"twin:   {output.name}: {compiled[0]} packages compiled, {seconds:.0f}s"):
         for line in proc.stderr:
             compiled[0] += 1
             tail = (tail + [line.rstrip()])[-40:]
         proc.wait()
-    finally:
-        stop.set()
     if proc.returncode != 0:
         errors = [ln for ln in tail if ln and not re.match(r"^[\w./-]+$", ln)]
         raise ToolchainError(f"`go build {spec.import_path(package)}` failed:\n    " + "\n    ".join(errors[-12:]),

@@ -110,3 +110,24 @@ def test_no_go_is_one_clear_error(monkeypatch, tmp_path):
     with pytest.raises(toolchain.ToolchainError) as err:
         toolchain.build(spec, root=tmp_path, log=lambda m: None)
     assert "Go is not on PATH" in str(err.value) and "remedy" in str(err.value)
+
+
+def test_a_long_go_step_logs_progress_while_it_runs_and_stops_when_it_ends(monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(toolchain, "PROGRESS_EVERY", 0.01)
+    lines: list[str] = []
+    two = threading.Event()
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if len(lines) >= 2:
+            two.set()
+
+    with toolchain._progress(log, lambda seconds: f"still resolving, {seconds:.2f}s"):
+        assert two.wait(5), "no progress line while the step ran"
+    after = len(lines)
+    time.sleep(0.1)                                   # ten periods: a ticker still running would log again
+    assert len(lines) <= after + 1                    # at most the one line already under way
+    assert all(line.startswith("still resolving, ") for line in lines)
