@@ -99,7 +99,7 @@ class ProcessKubelet:
         self._queue.put(None)
         self._thread.join(timeout=30)
         # The Pods' processes go before the control plane does, as a node drains before its cluster stops: the
-        # API server's graceful shutdown otherwise waits up to 60 s for the watches they still hold.
+        # controllers do not spend their last seconds retrying against an API server that is going away.
         running, self.running = list(self.running.values()), {}
         stop_processes([r.proc for r in running])
         if self.model_pods is not None:
@@ -243,9 +243,8 @@ class ProcessKubelet:
 
     def _stop_process(self, key: tuple[str, str]) -> None:
         running = self.running.pop(key, None)
-        if running is None or running.proc.poll() is not None:
-            return
-        stop_process(running.proc, grace=10)
+        if running is not None:
+            stop_process(running.proc, grace=10)
 
     def _admit(self, pod: dict) -> None:
         """Say whether a process runs for this Pod: KWOK then makes it Ready itself, or leaves readiness to us."""
