@@ -679,6 +679,7 @@ def render_markdown(doc: dict) -> str:
     if sim:
         out += ["## The simulated cluster", "",
                 "Control plane: " + ", ".join(f"{k} {v}" for k, v in sim["control_plane"].items()), "",
+                "Faults injected: " + (", ".join(sim.get("faults") or []) or "none"), "",
                 _md_table(["part", "what runs", "detail"], [[x["name"], x["kind"], x["detail"]] for x in sim["parts"]]),
                 ""]
     out += ["## Known limitations", ""]
@@ -806,6 +807,7 @@ def render_html(doc: dict) -> str:
     if sim:
         p.append("<h2>The simulated cluster</h2>")
         p.append("<p>Control plane: " + _h(", ".join(f"{k} {v}" for k, v in sim["control_plane"].items())) + "</p>")
+        p.append("<p>Faults injected: " + _h(", ".join(sim.get("faults") or []) or "none") + "</p>")
         p.append(_html_table(["part", "what runs", "detail"], [[x["name"], x["kind"], x["detail"]]
                                                                 for x in sim["parts"]]))
     p.append("<h2>Known limitations</h2>")

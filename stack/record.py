@@ -62,6 +62,7 @@ class Simulation:
     control_plane: dict[str, str] = field(default_factory=dict)     # binary -> version it reports
     parts: list[SimulatedPart] = field(default_factory=list)
     limitations: list["Limitation"] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)     # the twin faults active when the cluster was handed over
 
 
 @dataclass
@@ -491,8 +492,12 @@ def read_results_record(results_dir: Path) -> ResultsRecord:
 
 
 # -- the controller's handoff to the workers (in the run's work directory) ----------------------------------------------
-def write_handoff(workdir: Path, handoff: ClusterHandoff) -> Path:
-    path = Path(workdir) / HANDOFF_FILE
+def write_handoff(workdir: Path, handoff: ClusterHandoff, path: Path | None = None) -> Path:
+    """The handoff as `workdir`/cluster.json, or at `path`; readable by its owner only (it may hold the twin's S3
+    key pair)."""
+    path = Path(path) if path is not None else Path(workdir) / HANDOFF_FILE
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
     path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "cluster": to_data(handoff),
                                 "workdir": str(workdir)}), encoding="utf-8")
     return path

@@ -1,7 +1,9 @@
-"""`python -m twin --profile P [--twin-fault KIND[:TARGET]]... --kubeconfig-out PATH`: run the twin standalone.
+"""`python -m twin --profile P [--twin-fault KIND[:TARGET]]... --kubeconfig-out PATH [--handoff-out HANDOFF]`:
+run the twin standalone.
 
 Prints the API URL and the gateway address, runs until SIGINT/SIGTERM (clean stop, exit 0). A bad profile or
-fault is one clear error and exit 2.
+fault is one clear error and exit 2. With --handoff-out, `pytest suites/acceptance --cluster twin --twin-attach
+HANDOFF` verifies it as a twin run (its S3 store and its account of itself included) instead of starting one.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--twin-fault", action="append", default=[], metavar="KIND[:TARGET]",
                         help="inject a fault (repeatable); kinds: " + ", ".join(KINDS))
     parser.add_argument("--kubeconfig-out", required=True, type=Path, help="where to write the kubeconfig")
+    parser.add_argument("--handoff-out", type=Path, default=None,
+                        help="where to write the handoff for `pytest suites/acceptance --cluster twin --twin-attach`")
     parser.add_argument("--bare", action="store_true", help="do not preinstall the stack (an empty kind cluster)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
@@ -51,10 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         twin.start()
         args.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(twin.kubeconfig_path, args.kubeconfig_out)
+        if args.handoff_out is not None:
+            from stack.record import write_handoff
+            args.handoff_out.parent.mkdir(parents=True, exist_ok=True)
+            write_handoff(twin.workdir, twin.handoff(), path=args.handoff_out)
         print(f"twin: profile {profile.name} started in {twin.start_seconds:.2f}s", flush=True)
         print(f"api: {twin.api.url}", flush=True)
         print(f"gateway: {twin.gateway_url}", flush=True)
         print(f"kubeconfig: {args.kubeconfig_out} (context {twin.context})", flush=True)
+        if args.handoff_out is not None:
+            print(f"handoff: {args.handoff_out} (pytest suites/acceptance --cluster twin --twin-attach "
+                  f"{args.handoff_out})", flush=True)
         if twin.faults:
             print(f"faults: {', '.join(str(f) for f in twin.faults)}", flush=True)
         while not done.wait(0.5):

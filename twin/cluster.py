@@ -12,6 +12,7 @@ of a twin run.
 from __future__ import annotations
 
 import atexit
+import calendar
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from typing import Iterable
 
 from stack.profile import Profile
 from stack.readiness import condition_true
-from twin import bootstrap, kwok, toolchain
+from twin import bootstrap, kwok, snapshots, toolchain
 from twin.faults import Fault, FaultSet, parse_faults, write_fault_file
 
 log = logging.getLogger("twin")
@@ -33,29 +34,12 @@ NODE_NAME = "twin-control-plane"
 CONTROL_PLANE_SECONDS = 90.0      # start of etcd, kube-apiserver, controller-manager, scheduler and KWOK
 READY_SECONDS = 60.0              # then the node Ready and the default ServiceAccount
 RESTORE_SECONDS = 120.0           # a restored stack's workloads Ready again
-SNAPSHOT_FORMAT = "twin-snapshot/1"
-SNAPSHOTS_KEPT = 3                # per profile: each change of the twin's code keys a new one (~80 MB each)
-
-
-def _ensure_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+NAMESPACE_STUCK_SECONDS = 300.0   # a run's deleted namespace still there after this: a finalizer that never ends
 
 
 def _upstream_dir():
     from twin.upstream import upstream_dir
     return upstream_dir()
-
-
-def _prune_snapshots(current: Path, keep: int) -> None:
-    """Only the newest `keep` snapshots of a profile stay (the current one always): older code's are never read
-    again by this checkout."""
-    profile = current.name.rsplit("-", 1)[0]
-    others = sorted((p for p in current.parent.glob(f"{profile}-*")
-                     if p.is_dir() and p != current and p.name.rsplit("-", 1)[0] == profile),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in others[keep - 1:]:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class TwinError(Exception):
@@ -92,14 +76,19 @@ class Twin:
         self._gateway = None              # 127.0.0.1 forwarder to the gateway's NodePort
         self.kubelet = None
         self._s3_store = None             # the S3-compatible store the AC-IRIS-S3 check reads the model from
-        self.s3_settings = None           # what the twin hands over about it (an s3-* fault makes it wrong)
         self._crd_reaper = None           # crd-missing: an informer deleting the CRD whenever it appears
+        self._struck: dict[Fault, object] = {}    # active fault -> what its undo needs (twin/strikes.py)
+        self._handover_namespaces: set[str] = set()
+        self._snapshot_lock = None        # held while this twin installs a snapshot another twin would wait for
+        self._exits_seen = 0              # the kubelet's process exits health() has reported
+        self.handed_over_mesh_mtls: str | None = None   # the mesh-wide mTLS mode the stack was handed over with
         self.mesh = None                  # the mesh snapshot the twin's proxies read (twin/mesh.py), with Istio
         self.admin = None
         self.install_env: dict[str, str] = {}
         self.install_report = None
         self.restored = False             # started from a snapshot of the same installed stack
         self.start_seconds: float | None = None
+        self.start_phases: dict[str, float] = {}   # what the start spent its time on, in order
         self._lock = threading.Lock()
         self._started = False
         self._stopped = False
@@ -156,6 +145,7 @@ class Twin:
                 raise RuntimeError("a Twin starts once; create a new one")
             self._started = True
         began = time.monotonic()
+        mark = self._phase_marker(began)
         try:
             _require_twin_extras()
             try:
@@ -174,17 +164,24 @@ class Twin:
                 self.netns = NetNamespace().create()
             except NetnsError as e:
                 raise TwinError(str(e)) from None
+            mark("network namespace")
             snapshot = self._snapshot_dir(binaries)
-            self.restored = snapshot is not None and (snapshot / "etcd").is_dir()
+            if snapshot is not None and not snapshots.exists(snapshot):   # one twin installs it, the others wait
+                self._snapshot_lock = snapshots.CreationLock(snapshot)
+                if not self._snapshot_lock.acquire(f"the {self.profile.name} stack"):
+                    self._snapshot_lock = None
+            self.restored = snapshot is not None and snapshots.exists(snapshot)
             if self.restored:        # the same stack, installed before by the same code: start from its state
-                shutil.copytree(snapshot / "etcd", self.workdir / "etcd")
-                shutil.copytree(snapshot / "pki", self.workdir / "pki")
+                self._release_snapshot_lock()
+                snapshots.restore(snapshot, self.workdir)
+            mark("snapshot restored" if self.restored else "snapshot looked up")
             self.controlplane = ControlPlane(self.workdir, self.netns, binaries, kwok.config(self.workdir / "kwok.yaml"),
                                              NODE_NAME)
             try:
                 self.controlplane.start(time.monotonic() + CONTROL_PLANE_SECONDS)
             except ControlPlaneError as e:
                 raise TwinError(f"the twin's control plane did not start: {e}") from None
+            mark("control plane")
             cp = self.controlplane
             # The host reaches the twin only through listeners on 127.0.0.1 (twin/netns.py): the suite's front door
             # with the API faults, and a clean one for the twin's own clients (its kubelet, its waits).
@@ -209,87 +206,111 @@ class Twin:
                                           ca_file=cp.ca_file, faults_file=self.faults_file,
                                           model_pods=ModelPods(self))
             self.kubelet.start()
+            mark("KWOK and the kubelet")
             if self.profile.has("kserve"):
                 self._start_s3_store(self.kubelet.model_pods.store)
+                mark("S3 store")
             port = self._gateway_node_port()
             if port:
                 from twin.forwarder import Forwarder
                 self._gateway = Forwarder((cp.node_ip, port), connect=self.netns.create_connection).start()
             self._wait_cluster_ready(time.monotonic() + READY_SECONDS)
             self.install_env = self._install_env()
+            mark("node Ready")
             if self.preinstalled:
                 if self.restored:
                     self._wait_restored(restarting, time.monotonic() + RESTORE_SECONDS)
+                    mark("stack Ready again")
                 else:
                     self._install_stack()
                     self._secure_the_mesh()
+                    mark("stack installed")
                     if snapshot is not None:
                         self._save_snapshot(snapshot)
+                        self._release_snapshot_lock()
+                        mark("snapshot saved")
                 if self.profile.has("istio"):
                     from twin.mesh import MeshConfig
                     self.mesh = MeshConfig(self.admin, self.workdir).start()
+                self.handed_over_mesh_mtls = self.mesh_mtls_mode()
+                self._exits_seen = len(self.kubelet.failures)
+                self._handover_namespaces = {n["metadata"]["name"] for n in self.admin.list("v1", "Namespace")[0]}
                 self.strike()
+                mark("handed over")
         except BaseException:
             self.stop()
             raise
         self.start_seconds = time.monotonic() - began
-        log.info("twin %s started in %.1fs: api %s, gateway %s", self.profile.name, self.start_seconds, self.url,
-                 self.gateway_url)
+        log.info("twin %s started in %.1fs (%s): api %s, gateway %s", self.profile.name, self.start_seconds,
+                 ", ".join(f"{k} {v:.1f}s" for k, v in self.start_phases.items()), self.url, self.gateway_url)
         return self
 
+    def _phase_marker(self, began: float):
+        """mark(name): the seconds since the previous mark (or `began`) go to start_phases[name]."""
+        self.start_phases = {}
+        last = [began]
+
+        def mark(name: str) -> None:
+            now = time.monotonic()
+            self.start_phases[name] = round(now - last[0], 2)
+            last[0] = now
+        return mark
+
     def _start_s3_store(self, objects) -> None:
-        """The S3 store (twin/s3store.py) with the Iris model (the wrong one under predict-wrong), and the settings
-        handed over: as the store gave them, or as an s3-* fault makes a user get them wrong."""
+        """The S3 store (twin/s3store.py) with the Iris model, and beside it the wrong one (predict-wrong)."""
         from twin.objectstore import IRIS_URI
-        from twin.s3store import S3Store, S3StoreError, wrong
-        predict_wrong = any(f.kind == "predict-wrong" for f in self.faults)
-        model = objects.path_for(IRIS_URI, wrong=predict_wrong) / "model.joblib"
-        self._s3_store = S3Store(self.netns, self.controlplane.node_ip, model, self.workdir / "s3")
+        from twin.s3store import S3Store, S3StoreError
+        self._s3_store = S3Store(self.netns, self.controlplane.node_ip, objects.path_for(IRIS_URI) / "model.joblib",
+                                 objects.path_for(IRIS_URI, wrong=True) / "model.joblib", self.workdir / "s3")
         try:
-            settings = self._s3_store.start()
+            self._s3_store.start()
         except S3StoreError as e:
             raise TwinError(str(e)) from None
-        for fault in self.faults:
+
+    @property
+    def s3_settings(self):
+        """What the twin hands over about its S3 store: the store's settings, as the active faults make a user get
+        them wrong (s3-*), or pointing at the wrong model (predict-wrong)."""
+        if self._s3_store is None or self._s3_store.settings is None:
+            return None
+        from twin.s3store import wrong
+        settings = self._s3_store.settings
+        for fault in self.fault_set:
             settings = wrong(settings, fault.kind)
-        self.s3_settings = settings
+        return settings
+
+    def handoff(self):
+        """The cluster as the suite's twin provider hands it to a run (stack/record.py's ClusterHandoff)."""
+        from stack.record import ClusterHandoff
+        from twin.report import simulation
+        return ClusterHandoff(provider="twin", kubeconfig=str(self.kubeconfig_path), context=self.context,
+                              simulated=True, ingress_url=self.gateway_url,
+                              server_version=self.api.server_version.get("gitVersion"),
+                              node_image="(simulated: KWOK)", install_env=dict(self.install_env),
+                              s3=self.s3_settings, simulation=simulation(self))
 
     # -- snapshots --------------------------------------------------------------------------------------------------
 
     def _snapshot_dir(self, binaries: dict) -> Path | None:
-        """Where a snapshot of this profile's installed stack lives, keyed by everything that shapes it: the
-        profile, the twin's and the installers' code, the binaries. None when no snapshot applies: a bare twin,
-        or KSTACK_TWIN_SNAPSHOTS=0 (faults strike after the install, so a faulty twin starts from the same one)."""
+        """Where a snapshot of this profile's installed stack lives (twin/snapshots.py). None when no snapshot
+        applies: a bare twin, or KSTACK_TWIN_SNAPSHOTS=0 (faults strike after the install, so a faulty twin starts
+        from the same one)."""
         if not self.preinstalled or os.environ.get("KSTACK_TWIN_SNAPSHOTS", "1") == "0":
             return None
-        import hashlib
-        root = Path(__file__).resolve().parent.parent
-        digest = hashlib.sha256(SNAPSHOT_FORMAT.encode())
-        digest.update(self.profile.path.read_bytes())
-        for path in sorted([*root.glob("twin/**/*.py"), *root.glob("twin/*.yaml"), *root.glob("installers/*.py"),
-                            *root.glob("stack/*.py")]):
-            digest.update(path.read_bytes())
-        for name, path in sorted(binaries.items()):
-            digest.update(f"{name}={path}".encode())
-        upstream = _upstream_dir()
-        digest.update(str(upstream).encode())
-        return toolchain.cache_root().parent / "twin-snapshots" / f"{self.profile.name}-{digest.hexdigest()[:16]}"
+        return snapshots.directory(self.profile, binaries, _upstream_dir(),
+                                   toolchain.cache_root().parent / "twin-snapshots")
 
     def _save_snapshot(self, target: Path) -> None:
-        """Keep the installed state for later twins of the same profile (written once, renamed into place)."""
-        if target.exists():
-            return
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_ensure_dir(target.parent)))
-        try:
+        """Keep the installed state for later twins of the same profile (etcd is stopped for the copy)."""
+        def write(tmp: Path) -> None:
             self.controlplane.snapshot(tmp)
             self._wait_cluster_ready(time.monotonic() + READY_SECONDS)   # etcd is back
-            try:
-                tmp.rename(target)
-                log.info("twin: saved a snapshot of the installed %s stack in %s", self.profile.name, target)
-            except OSError:          # another twin saved the same snapshot meanwhile
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        _prune_snapshots(target, keep=SNAPSHOTS_KEPT)
+        snapshots.save(target, write)
+
+    def _release_snapshot_lock(self) -> None:
+        if self._snapshot_lock is not None:
+            self._snapshot_lock.release()
+            self._snapshot_lock = None
 
     def _mark_restored_processes_not_ready(self) -> list[tuple[str, str]]:
         """A snapshot's Pods say what they said when it was taken (Ready), but no process runs for them yet: as
@@ -315,10 +336,21 @@ class Twin:
                         lambda o: o is None or condition_true(o, "Ready"),
                         deadline - time.monotonic(), f"pod {namespace}/{name} Ready after the restore")
         for _, item in self.profile.inventory("deployments"):
-            wait_object(self.admin, "apps/v1", "Deployment", item["name"], item["namespace"],
-                        lambda o: bool(o) and int((o.get("status") or {}).get("readyReplicas") or 0) >=
-                        int((o.get("spec") or {}).get("replicas", 1)),
-                        deadline - time.monotonic(), f"deployment {item['namespace']}/{item['name']} Ready")
+            self.wait_deployment_ready(item["namespace"], item["name"], deadline - time.monotonic())
+
+    def wait_deployment_ready(self, namespace: str, name: str, timeout: float, generation: int = 0) -> None:
+        """Its rollout done (`kubectl rollout status`): the current generation observed (at least `generation`),
+        every replica updated and Ready, and no other Pod left of an older one."""
+        from twin.waits import wait_object
+
+        def done(d: dict | None) -> bool:
+            st, want = (d or {}).get("status") or {}, int(((d or {}).get("spec") or {}).get("replicas", 1))
+            current = max(generation, int(((d or {}).get("metadata") or {}).get("generation") or 0))
+            return d is not None and int(st.get("observedGeneration") or 0) >= current and \
+                int(st.get("updatedReplicas") or 0) == want and int(st.get("readyReplicas") or 0) == want and \
+                int(st.get("replicas") or 0) == want
+        wait_object(self.admin, "apps/v1", "Deployment", name, namespace, done, timeout,
+                    f"deployment {namespace}/{name} Ready")
 
     def _bootstrap(self, binaries: dict) -> None:
         """KWOK's Stage CRD and lifecycle Stages, the node, and what kind puts in kube-system."""
@@ -373,31 +405,101 @@ class Twin:
             raise TwinError(f"the twin could not install the {self.profile.name} stack: {e}") from None
 
     # -- faults ---------------------------------------------------------------------------------------------------
+    # How each kind strikes, is undone and is checked: twin/strikes.py. The faults file is written before a strike
+    # and after an undo, so the stand-ins and model Pods that read it follow the active set.
 
     def _write_faults(self) -> None:
         write_fault_file(self.faults_file, self.fault_set)
 
     def strike(self) -> None:
         """Runtime faults hit the running stack, as they would a verified one; then the API faults turn on."""
+        from twin.strikes import STRIKES
         woken = self.fault_set.activate()
         self._write_faults()
         for fault in woken:
-            if fault.kind in ("crashloop", "imagepull"):
-                self._strike_pods(fault)
-            elif fault.kind == "cabundle-invalid":
-                self._corrupt_ca_bundle(fault.target)
-            elif fault.kind == "default-sa-reads-secrets":
-                self._let_every_service_account_read_secrets()
-            elif fault.kind == "cert-expiring":
-                self._expire_knative_webhook_ca()
-            elif fault.kind == "mtls-permissive":
-                self._relax_mtls()
-        if self.fault_set.targets("crd-missing") and self._crd_reaper is None:
+            log.info("twin fault %s: striking", fault)
+            self._struck[fault] = STRIKES[fault.kind].strike(self, fault)
+        for fault in self.fault_set:
+            if fault.kind in FaultSet.INSTALL_TIME:
+                STRIKES[fault.kind].strike(self, fault)
+
+    def set_faults(self, specs: Iterable[str | Fault]) -> None:
+        """The faults `specs`, and no others, on this running twin: the active ones undone first, then these struck
+        (a FaultSpecError for a bad spec, before anything changes)."""
+        faults = parse_faults(list(specs or ()), self.profile)
+        self.clear_faults()
+        self.faults = faults
+        self.fault_set = FaultSet(faults, dormant=True)
+        self.strike()
+
+    def clear_faults(self) -> None:
+        """Every active fault undone, the last struck first, as someone fixing the cluster would; the stack is then
+        as the twin handed it over (`leftovers()` says what is not)."""
+        from twin.strikes import STRIKES
+        active = list(self.fault_set)
+        self.faults, self.fault_set = [], FaultSet([])
+        self._write_faults()
+        for fault in reversed(active):
+            log.info("twin fault %s: undoing", fault)
+            STRIKES[fault.kind].undo(self, fault, self._struck.pop(fault, None))
+
+    def leftovers(self) -> list[str]:
+        """What a fault left in the twin: nothing, once `clear_faults()` has undone them all."""
+        from twin.strikes import leftovers
+        return leftovers(self)
+
+    def health(self, timeout: float = 120.0) -> list[str]:
+        """Whether this twin can serve another run as it was handed over: every namespace a run created deleted and
+        without a Pod (the namespace controller may still be removing the rest: a new run uses namespaces of its
+        own), every workload of the profile Ready, no process of the stack exited, nothing left of a fault. Waits up
+        to `timeout` for the first two; returns what is not so (empty: healthy)."""
+        from twin.waits import TwinWaitTimeout
+        deadline = time.monotonic() + timeout
+        left = self._run_namespaces_left()
+        while left and time.monotonic() < deadline:
+            time.sleep(0.5)
+            left = self._run_namespaces_left()
+        problems = list(left)
+        for _, item in self.profile.inventory("deployments"):
+            try:
+                self.wait_deployment_ready(item["namespace"], item["name"], max(1.0, deadline - time.monotonic()))
+            except TwinWaitTimeout as e:
+                problems.append(str(e))
+        # A process of the stack that exited by itself since the last look (a controller that lost its Lease):
+        # the kubelet restarts it, but the next run would find its Pod restarting.
+        exited, self._exits_seen = self.kubelet.failures[self._exits_seen:], len(self.kubelet.failures)
+        return problems + exited + self.leftovers()
+
+    def _run_namespaces_left(self) -> list[str]:
+        """The namespaces created after the handover that are not deleted yet, or still hold Pods."""
+        out = []
+        for ns in self.admin.list("v1", "Namespace")[0]:
+            name = ns["metadata"]["name"]
+            if name in self._handover_namespaces:
+                continue
+            deleted = ns["metadata"].get("deletionTimestamp")
+            if not deleted:
+                out.append(f"namespace {name} was created after the handover and is not deleted")
+            elif self.admin.list("v1", "Pod", name)[0]:
+                out.append(f"namespace {name} is terminating with Pods left")
+            elif time.time() - calendar.timegm(time.strptime(deleted, "%Y-%m-%dT%H:%M:%SZ")) > NAMESPACE_STUCK_SECONDS:
+                out.append(f"namespace {name} has been terminating since {deleted}")
+        return out
+
+    def start_crd_reaper(self) -> None:
+        """crd-missing: an informer deleting the fault's CRDs now and whenever an install creates them again."""
+        if self._crd_reaper is None:
             from twin.standins.runtime import Informer
             self._crd_reaper = Informer(self.admin, "apiextensions.k8s.io/v1", "CustomResourceDefinition",
                                         self._reap_crd).start()
-        self.api.faults.flaky_rate = self.fault_set.rate()
-        self.api.faults.watch_drop = self.fault_set.has("watch-drop")
+
+    def stop_crd_reaper(self) -> None:
+        if self._crd_reaper is not None:
+            self._crd_reaper.stop()
+            self._crd_reaper = None
+
+    def crd_reaper_running(self) -> bool:
+        return self._crd_reaper is not None
 
     def _reap_crd(self, event_type: str, crd: dict) -> None:
         """crd-missing: the CRD is deleted now and whenever an install creates it again, as on a cluster where
@@ -408,39 +510,20 @@ class Twin:
             log.info("twin fault crd-missing: deleting CRD %s", name)
             self.admin.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
 
-    def _corrupt_ca_bundle(self, name: str) -> None:
-        """Another CA in the configuration's caBundle (its keeper, cainjector or the component, leaves it there
-        while the fault is on: twin/standins/selfca.py, certmanager.py)."""
-        from twin import pki
-        wrong = pki.b64(pki.stranger_ca().cert_pem)
-        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
-            obj = self.admin.get("admissionregistration.k8s.io/v1", kind, name)
-            if obj is None:
-                continue
-            for webhook in obj.get("webhooks") or []:
-                webhook.setdefault("clientConfig", {})["caBundle"] = wrong
-            self.admin.patch(obj["apiVersion"], kind, name, None, {"webhooks": obj["webhooks"]})
-
-    def _let_every_service_account_read_secrets(self) -> None:
-        """The leak AC-RBAC-DEFAULT-SA looks for: a cluster-wide binding of a Secret reader to every ServiceAccount
-        (the real RBAC authorizer then answers the suite's SubjectAccessReviews with it)."""
-        rbac = "rbac.authorization.k8s.io/v1"
-        name = "twin-fault-every-serviceaccount-reads-secrets"
-        self.admin.create({"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": name},
-                           "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]})
-        self.admin.create({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": name},
-                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-                           "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
-                                         "name": "system:serviceaccounts"}]})
-
-    def _relax_mtls(self) -> None:
-        """mtls-permissive: the mesh-wide PeerAuthentication turned to PERMISSIVE, as someone relaxing it for a
-        migration and forgetting it leaves it: the sidecars then take plaintext from outside the mesh."""
-        self._set_mesh_mtls("PERMISSIVE", "twin-fault")
-
-    def _set_mesh_mtls(self, mode: str, manager: str) -> None:
-        """The mesh-wide PeerAuthentication (istio-system/default) with `mode`."""
+    def mesh_mtls_mode(self) -> str | None:
+        """The mode of the mesh-wide PeerAuthentication (istio-system/default); None where there is none."""
         from stack.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
+        if not self.profile.has("istio"):
+            return None
+        policy = self.admin.get(SECURITY_API, PA_KIND, "default", ROOT_NAMESPACE)
+        return ((policy or {}).get("spec") or {}).get("mtls", {}).get("mode") if policy else None
+
+    def set_mesh_mtls(self, mode: str | None, manager: str) -> None:
+        """The mesh-wide PeerAuthentication (istio-system/default) with `mode`; None deletes it."""
+        from stack.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
+        if mode is None:
+            self.admin.delete(SECURITY_API, PA_KIND, "default", ROOT_NAMESPACE)
+            return
         self.admin.apply({"apiVersion": SECURITY_API, "kind": PA_KIND,
                           "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
                           "spec": {"mtls": {"mode": mode}}}, manager)
@@ -458,77 +541,14 @@ class Twin:
                              {"metadata": {"labels": {"istio-injection": "enabled"}}})
             self._restart_deployment("knative-serving", "activator")
         if wants_mtls:
-            self._set_mesh_mtls("STRICT", "twin")
+            self.set_mesh_mtls("STRICT", "twin")
 
     def _restart_deployment(self, namespace: str, name: str, timeout: float = 120.0) -> None:
         """`kubectl rollout restart`, then its rollout status: the new Pods Ready, the old ones gone."""
-        from twin.waits import wait_object
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         deployment = self.admin.patch("apps/v1", "Deployment", name, namespace, {"spec": {"template": {"metadata": {
             "annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}})
-        generation = deployment["metadata"]["generation"]
-
-        def rolled_out(d: dict | None) -> bool:
-            st, want = (d or {}).get("status") or {}, ((d or {}).get("spec") or {}).get("replicas", 1)
-            return st.get("observedGeneration", 0) >= generation and st.get("updatedReplicas", 0) == want and \
-                st.get("readyReplicas", 0) == want and st.get("replicas", 0) == want
-        wait_object(self.admin, "apps/v1", "Deployment", name, namespace, rolled_out, timeout,
-                    f"Deployment {namespace}/{name} restarted into the mesh")
-
-    def _expire_knative_webhook_ca(self) -> None:
-        """cert-expiring: Knative's webhook CA is replaced by one that expires in 6 hours and its webhook restarted;
-        with the fault on, the stand-in keeps it instead of renewing it (twin/standins/knative_webhook.py). The
-        twin hands over once the webhook serves and its caBundle is the short-lived CA, as a cluster whose rotation
-        stopped would be found."""
-        import datetime
-
-        from twin import pki
-        from twin.standins import selfca
-        from twin.waits import wait_object
-        ns, service = "knative-serving", "webhook"
-        ca = selfca.new_ca(f"{service}.{ns}.svc", datetime.timedelta(hours=6))
-        self.admin.patch("v1", "Secret", "webhook-certs", ns,
-                         {"data": {"ca-cert.pem": pki.b64(ca.cert_pem), "ca-key.pem": pki.b64(ca.key_pem)}})
-        for pod in self.admin.list("v1", "Pod", ns, label_selector="app=webhook")[0]:
-            self.admin.delete("v1", "Pod", pod["metadata"]["name"], ns)
-        bundle = pki.b64(ca.cert_pem)
-        wait_object(self.admin, "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration",
-                    "validation.webhook.serving.knative.dev", None,
-                    lambda o: o is not None and all((w.get("clientConfig") or {}).get("caBundle") == bundle
-                                                    for w in o.get("webhooks") or []),
-                    60.0, "Knative's webhook serving the 6-hour CA")
-        wait_object(self.admin, "apps/v1", "Deployment", service, ns,
-                    lambda o: o is not None and int((o.get("status") or {}).get("readyReplicas") or 0) >=
-                    int((o.get("spec") or {}).get("replicas", 1)), 60.0, f"deployment {ns}/{service} Ready again")
-
-    def _strike_pods(self, fault: Fault) -> None:
-        ns, name = fault.namespace, fault.name
-        dep = self.admin.get("apps/v1", "Deployment", name, ns)
-        if dep is None:
-            return
-        labels = dep["spec"]["selector"].get("matchLabels") or {}
-        containers = [c["name"] for c in dep["spec"]["template"]["spec"]["containers"]]
-        stage_name = f"twin-fault-{fault.kind}-{ns}-{name}"
-        selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        if fault.kind == "crashloop":
-            self.admin.create(kwok.crashloop_stage(stage_name, labels, containers[0]))
-            # KWOK plays its Stages on a Pod's changes: mark the running Pods so the new Stage meets them now.
-            for pod in self.admin.list("v1", "Pod", ns, label_selector=selector)[0]:
-                self.admin.patch("v1", "Pod", pod["metadata"]["name"], ns,
-                                 {"metadata": {"annotations": {kwok.FAULT_LABEL: fault.kind}}})
-        else:
-            for stage in kwok.imagepull_stages(stage_name, labels, containers[0]):
-                self.admin.create(stage)
-            # Its Pods are replaced, as after a restart or a reschedule: the new ones cannot pull.
-            for pod in self.admin.list("v1", "Pod", ns, label_selector=selector)[0]:
-                self.admin.delete("v1", "Pod", pod["metadata"]["name"], ns)
-        # The stack is handed over broken, as a verified cluster would be found: the Deployment's status says so
-        # before the twin is (a check looking at once must not see the Ready status of the replaced Pods).
-        from twin.waits import wait_object
-        wait_object(self.admin, "apps/v1", "Deployment", name, ns,
-                    lambda o: o is not None and int((o.get("status") or {}).get("readyReplicas") or 0) <
-                    int((o.get("spec") or {}).get("replicas", 1)), 60.0,
-                    f"deployment {ns}/{name} not Ready after the {fault.kind} fault")
+        self.wait_deployment_ready(namespace, name, timeout, generation=deployment["metadata"]["generation"])
 
     # -- stop -------------------------------------------------------------------------------------------------------
 
@@ -548,6 +568,7 @@ class Twin:
                 part.stop() if what != "network namespace" else part.close()
             except Exception:  # noqa: BLE001
                 log.exception("twin: the %s did not stop cleanly", what)
+        self._release_snapshot_lock()
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         _live.discard(self)

@@ -22,7 +22,8 @@ STAND_INS = {
 SIMULATED = [
     ("container images", "no container runtime: a Pod without a process of the twin only reports KWOK's status"),
     ("the model server", "the sklearn runtime image is replaced by the real KServe Python ModelServer (kserve "
-                         "package) serving the same model file"),
+                         "package) serving the same model file, forked from a process that imported kserve once "
+                         "(twin/zygote.py) instead of a Python of its own"),
     ("gs:// storage", "the twin's object store holds the profiles' sample Iris model; other gs:// URIs do not exist"),
     ("the S3 store (a DigitalOcean Space)", "moto's S3 server (PyPI moto) in the twin's network, with IAM "
                                             "authentication and the Iris model; the download is KServe's own "
@@ -43,7 +44,8 @@ def simulation(twin) -> Simulation:
     version = (cp.version or {}).get("gitVersion", builds["kubernetes"].version)
     out = Simulation(control_plane={"kube-apiserver": version, "kube-controller-manager": version,
                                     "kube-scheduler": version, "etcd": builds["etcd"].version,
-                                    "kwok": builds["kwok"].version})
+                                    "kwok": builds["kwok"].version},
+                     faults=[str(f) for f in twin.fault_set])
     out.parts.append(SimulatedPart("control plane", "real",
                                    f"kube-apiserver, kube-controller-manager, kube-scheduler {version} and etcd "
                                    f"{builds['etcd'].version} built from source; authentication, RBAC and "

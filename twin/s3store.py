@@ -1,11 +1,12 @@
 """The twin's S3-compatible store, standing in for a DigitalOcean Space: moto's server (PyPI moto, server mode).
 
-`python -m twin.s3store HOST:PORT MODEL_FILE SETTINGS_FD` runs inside the twin's network namespace on the node's
-address, where the model Pods' storage initializer reaches it as it would reach an S3 endpoint. It turns IAM
-authentication on (moto's INITIAL_NO_AUTH_ACTION_COUNT: requests are unauthenticated only while the store is set
-up), creates one user with its own key pair and a read policy, one bucket with the Iris model, then writes the
-settings a user would hold (endpoint, region, URI, key pair) to the pipe SETTINGS_FD and serves until SIGTERM. A
-request with a wrong secret is refused (403), a missing bucket or key is a 404, as on a real store.
+`python -m twin.s3store HOST:PORT MODEL_FILE WRONG_MODEL_FILE SETTINGS_FD` runs inside the twin's network namespace
+on the node's address, where the model Pods' storage initializer reaches it as it would reach an S3 endpoint. It turns
+IAM authentication on (moto's INITIAL_NO_AUTH_ACTION_COUNT: requests are unauthenticated only while the store is set
+up), creates one user with its own key pair and a read policy, one bucket with the Iris model (and, beside it, a
+wrong model, which the settings handed over under predict-wrong point to), then writes the settings a user would hold
+(endpoint, region, URI, key pair) to the pipe SETTINGS_FD and serves until SIGTERM. A request with a wrong secret is
+refused (403), a missing bucket or key is a 404, as on a real store.
 
 A real DigitalOcean Space cannot be reached from here (no internet); moto speaks the S3 REST API that KServe's own
 storage code (boto3) uses, so the download path exercised is the real one up to the endpoint.
@@ -28,9 +29,10 @@ from twin.processes import stop_process
 
 BUCKET = "kstack-models"
 KEY = "iris/model.joblib"
+WRONG_KEY = "iris-wrong/model.joblib"   # predict-wrong: a model that answers wrongly, at a URI of its own
 REGION = "fra1"                     # a DigitalOcean Spaces region slug: the signing scope the store checks
 PORT = 31900
-SETUP_ACTIONS = 5                   # create_user, put_user_policy, create_access_key, create_bucket, put_object
+SETUP_ACTIONS = 6                   # create_user, put_user_policy, create_access_key, create_bucket, 2 put_object
 START_SECONDS = 60.0
 
 
@@ -41,8 +43,9 @@ class S3StoreError(RuntimeError):
 class S3Store:
     """The store process of one twin: started in its namespace, stopped with it."""
 
-    def __init__(self, netns, host: str, model_file: Path, workdir: Path):
-        self.netns, self.host, self.model_file = netns, host, Path(model_file)
+    def __init__(self, netns, host: str, model_file: Path, wrong_model_file: Path, workdir: Path):
+        self.netns, self.host = netns, host
+        self.model_file, self.wrong_model_file = Path(model_file), Path(wrong_model_file)
         self.workdir = Path(workdir)
         self.proc: subprocess.Popen | None = None
         self.settings: S3Settings | None = None
@@ -54,7 +57,7 @@ class S3Store:
         try:
             with open(self.workdir / "s3store.log", "ab") as log:
                 self.proc = self.netns.spawn([sys.executable, "-m", "twin.s3store", f"{self.host}:{PORT}",
-                                              str(self.model_file), str(write_end)],
+                                              str(self.model_file), str(self.wrong_model_file), str(write_end)],
                                              env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=log,
                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=(write_end,))
             os.close(write_end)
@@ -84,7 +87,7 @@ class S3Store:
         self.proc = None
 
 
-def serve(address: str, model_file: Path, settings_fd: int) -> int:
+def serve(address: str, model_file: Path, wrong_model_file: Path, settings_fd: int) -> int:
     os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = str(SETUP_ACTIONS)
     import boto3
     from moto.server import ThreadedMotoServer
@@ -107,6 +110,7 @@ def serve(address: str, model_file: Path, settings_fd: int) -> int:
     store = client("s3", key["AccessKeyId"], key["SecretAccessKey"])
     store.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     store.put_object(Bucket=BUCKET, Key=KEY, Body=Path(model_file).read_bytes())
+    store.put_object(Bucket=BUCKET, Key=WRONG_KEY, Body=Path(wrong_model_file).read_bytes())
     settings = {"endpoint": endpoint, "region": REGION, "uri": f"s3://{BUCKET}/{KEY.rsplit('/', 1)[0]}",
                 "access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"], "use_https": False}
     with os.fdopen(settings_fd, "w") as out:        # to the twin, on the pipe it gave (see S3Store.start)
@@ -121,7 +125,8 @@ def serve(address: str, model_file: Path, settings_fd: int) -> int:
 
 
 def wrong(settings: S3Settings, fault: str) -> S3Settings:
-    """The settings a user got wrong, for the s3-* faults: the check must name each cause."""
+    """The settings a user got wrong, for the s3-* faults: the check must name each cause; under predict-wrong, the
+    URI of a model that answers wrongly."""
     from dataclasses import replace
     if fault == "s3-wrong-credentials":
         return replace(settings, secret_access_key=secrets.token_urlsafe(30))
@@ -129,8 +134,10 @@ def wrong(settings: S3Settings, fault: str) -> S3Settings:
         return replace(settings, uri=settings.uri.replace(f"s3://{BUCKET}/", "s3://kstack-no-such-bucket/", 1))
     if fault == "s3-wrong-key":
         return replace(settings, uri=f"s3://{BUCKET}/no-such-model")
+    if fault == "predict-wrong":
+        return replace(settings, uri=f"s3://{BUCKET}/{WRONG_KEY.rsplit('/', 1)[0]}")
     return settings
 
 
 if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])))
+    sys.exit(serve(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])))
