@@ -20,7 +20,7 @@ from stack.profile import Profile
 from tests.helpers import ROOT
 from twin import Twin, toolchain
 
-pytestmark = [pytest.mark.slow, pytest.mark.twin]
+pytestmark = [pytest.mark.slow, pytest.mark.twin, pytest.mark.xdist_group("twin-seed")]   # one worker: its twin
 
 UPSTREAM = ROOT.parent / "shared" / "upstream"
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
@@ -267,11 +267,11 @@ def test_a_python_without_the_twins_extras_is_one_clear_error(monkeypatch):
 
 
 def test_only_the_newest_snapshots_of_a_profile_are_kept(tmp_path):
-    from twin.cluster import _prune_snapshots
+    from twin.snapshots import prune
     for i, name in enumerate(["latest-aaa", "latest-bbb", "latest-ccc", "latest-ddd", "latest-standard-eee",
                               ".latest-tmp"]):
         (tmp_path / name).mkdir()
         os.utime(tmp_path / name, (1000 + i, 1000 + i))
-    _prune_snapshots(tmp_path / "latest-aaa", keep=3)      # the current one is the oldest: it stays anyway
+    prune(tmp_path / "latest-aaa", keep=3)      # the current one is the oldest: it stays anyway
     assert sorted(p.name for p in tmp_path.iterdir()) == [".latest-tmp", "latest-aaa", "latest-ccc", "latest-ddd",
                                                           "latest-standard-eee"]
