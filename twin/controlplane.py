@@ -36,6 +36,10 @@ from twin.processes import stop_process, stop_processes
 log = logging.getLogger("twin.controlplane")
 
 API_PORT = 6443
+# A cluster's control plane has nodes of its own; the twin's shares the machine's cores with the Pods' processes and
+# the suite. Before them on the CPU, the API server answers a controller's leader-election renewal in time even while
+# two twins and their model servers load two cores (KServe's controller lost its Lease there: a 10 s renew deadline).
+CONTROL_PLANE_NICE = -5
 ETCD_CLIENT = "http://127.0.0.1:2379"       # the namespace's loopback: only the API server talks to etcd
 SERVICE_CIDR = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
@@ -181,7 +185,7 @@ class ControlPlane:
         out = open(self.log_dir / f"{name}.log", "ab")
         try:
             self.procs[name] = self.netns.spawn(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                cwd=self.workdir)
+                                                cwd=self.workdir, nice=CONTROL_PLANE_NICE)
         finally:
             out.close()
         log.info("twin: started %s (pid %d)", name, self.procs[name].pid)

@@ -190,12 +190,13 @@ class NetNamespace:
             conn.close()
 
     def spawn(self, argv: list[str], mounts: list[tuple[str, str]] = (), network: "PodNetwork | None" = None,
-              **popen_kwargs) -> subprocess.Popen:
+              nice: int = 0, **popen_kwargs) -> subprocess.Popen:
         """Start a process inside the namespace; it dies with this process (and so never outlives the twin).
 
         `mounts` (host directory, path in the process) are bind-mounted in a mount namespace of the process's own,
         as kubelet mounts a Pod's volumes: a private tmpfs is laid over the path's top directory (/tmp, /run) first,
-        so nothing is created on the host and the process sees only its own files there.
+        so nothing is created on the host and the process sees only its own files there. `nice` changes its CPU
+        priority (negative: before the machine's other processes; without the right to, it stays as it was).
         """
         if self._ns_fd is None:
             raise NetnsError("the namespace is not created")
@@ -209,6 +210,11 @@ class NetNamespace:
                 raise OSError(ctypes.get_errno(), "setns into the twin's network namespace failed")
             if plan:
                 _mount_volumes(plan, stage)
+            if nice:
+                try:
+                    os.nice(nice)
+                except OSError:
+                    pass
             _die_with_parent(parent)()
 
         popen_kwargs.setdefault("start_new_session", True)
@@ -302,6 +308,11 @@ class PodNetwork:
             self.close()
             raise
         return self
+
+    @property
+    def path(self) -> str:
+        """Where another process opens this namespace (to setns into it)."""
+        return f"/proc/{self._holder.pid}/ns/net"
 
     def close(self) -> None:
         """The namespace goes when its last process does; the veth pair with it, and the node's route."""
