@@ -36,6 +36,7 @@ from twin.kubelet import container_env, expand
 from twin.objectstore import ObjectStore
 from twin.processes import stop_processes
 from twin.standins.runtime import now_iso
+from twin.zygote import ZygoteError
 
 log = logging.getLogger("twin.modelpods")
 
@@ -69,6 +70,39 @@ class ModelPods:
         self.store.ensure_iris()
         self.runners: dict[str, PodRunner] = {}
         self.lock = threading.Lock()
+        self._zygote = None                # forks the model servers (twin/zygote.py), launched with the first Pod
+        self._zygote_ready = False
+        self._zygote_lock = threading.Lock()
+
+    def zygote(self):
+        """The fork server of this twin's model servers, connected; None where it cannot serve (each server is then
+        a Python of its own, as before: slower, the same)."""
+        from twin.zygote import ZygoteError
+        with self._zygote_lock:
+            if self._zygote is None:
+                self._launch_zygote()
+            if self._zygote and not self._zygote_ready:
+                try:
+                    self._zygote.start()
+                    self._zygote_ready = True
+                except ZygoteError as e:
+                    self._no_zygote(e)
+            return self._zygote or None
+
+    def _launch_zygote(self) -> None:
+        """Launched from the kubelet's sync thread, which lives as long as the twin (the zygote dies with the
+        thread that started it); its imports run while the first model Pod's storage initializer does."""
+        from twin.zygote import Zygote, ZygoteError
+        try:
+            self._zygote = Zygote(self.twin.netns, self.twin.workdir / "zygote").launch()
+        except (OSError, ZygoteError) as e:
+            self._no_zygote(e)
+
+    def _no_zygote(self, error: Exception) -> None:
+        log.warning("model pods: no model server zygote (%s): each server starts a Python of its own", error)
+        if self._zygote:
+            self._zygote.stop()
+        self._zygote = False
 
     def sync(self, event_type: str, pod: dict) -> None:
         uid = pod["metadata"]["uid"]
@@ -80,6 +114,9 @@ class ModelPods:
                     self.runners.pop(uid).stop()
                 return
             if runner is None and (pod.get("spec") or {}).get("nodeName"):
+                with self._zygote_lock:
+                    if self._zygote is None:
+                        self._launch_zygote()
                 runner = self.runners[uid] = PodRunner(self, pod)
                 runner.start()
 
@@ -91,6 +128,8 @@ class ModelPods:
         stop_processes([proc for runner in runners for proc in list(runner.procs.values())])
         for runner in runners:
             runner.join(timeout=15)
+        if self._zygote:
+            self._zygote.stop()
 
 
 class PodRunner(threading.Thread):
@@ -272,8 +311,16 @@ class PodRunner(threading.Thread):
         name = container["name"]
         env = self._env(container)
         if name == "kserve-container":
-            argv = [sys.executable, "-m", "twin.modelserver", *self._argv(container, env), f"--bind={self.bind}"]
-            self._spawn(name, argv, env)
+            args = [*self._argv(container, env), f"--bind={self.bind}"]
+            zygote = self.owner.zygote()
+            try:
+                if zygote is None:
+                    raise ZygoteError("no zygote")
+                log_path = self.dir / "logs" / f"{name}.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                self.procs[name] = zygote.spawn(args, env, self.dir, log_path, self.network.path)
+            except ZygoteError:
+                self._spawn(name, [sys.executable, "-m", "twin.modelserver", *args], env)
         elif name == "queue-proxy":
             self._spawn(name, [sys.executable, "-m", "twin.forwarder", f"{self.bind}:8012", f"{self.bind}:8080"], env)
         elif name == SIDECAR and self.in_mesh:

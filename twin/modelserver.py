@@ -161,18 +161,31 @@ def _serve(model: Any, host: str, port: int, level: int) -> None:
     server.start([model])
 
 
+def _quiet_kserve(level: str) -> None:
+    """kserve.model_server parses sys.argv at import time and reads KSERVE_LOGLEVEL: give it neither our flags nor
+    a chatty default. FastAPI deprecates the ORJSONResponse kserve 0.21 uses: one warning per request is noise."""
+    os.environ.setdefault("KSERVE_LOGLEVEL", level)
+    sys.argv = sys.argv[:1]
+    warnings.filterwarnings("ignore", message=".*ORJSONResponse is deprecated")
+
+
+def preload() -> None:
+    """Import what a model server imports, as main() would (twin/zygote.py forks servers from a process that did)."""
+    _quiet_kserve("INFO")
+    import joblib  # noqa: F401
+    import numpy  # noqa: F401
+    import sklearn.svm  # noqa: F401
+    from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer  # noqa: F401
+    from kserve.errors import InvalidInput  # noqa: F401
+
+
 def main(argv: Optional[list] = None) -> int:
     args = _parse_args(argv)
     level = logging.getLevelName(args.log_level.upper())
     if not isinstance(level, int):
         print(f"twin.modelserver: unknown --log-level {args.log_level!r}", file=sys.stderr)
         return 2
-    # kserve.model_server parses sys.argv at import time and reads KSERVE_LOGLEVEL: give it neither our flags
-    # nor a chatty default.
-    os.environ.setdefault("KSERVE_LOGLEVEL", logging.getLevelName(level))
-    sys.argv = sys.argv[:1]
-    # FastAPI deprecates the ORJSONResponse kserve 0.21 uses: one warning per request is noise, not signal.
-    warnings.filterwarnings("ignore", message=".*ORJSONResponse is deprecated")
+    _quiet_kserve(logging.getLevelName(level))
     started = time.monotonic()
     model = make_model(args.model_name, args.model_dir)
     try:
