@@ -17,6 +17,8 @@ requests (an admission dry-run) that run once its watched state is reached.
     admission_probe(probe, ns)      a webhook admits a valid dry-run object and denies an invalid one
     absent(refs)                    objects gone (after a delete)
     pods_scaled(ns, selector, ...)  at least N Ready Pods with those labels, or at most M left (an autoscaler's work)
+    while_running(check, prerequisite)  `check`, terminal as soon as what does its work is (a crash loop, an image
+                                    pull that keeps failing): a wait need not run out to say so
 """
 from __future__ import annotations
 
@@ -90,6 +92,24 @@ def all_of(*checks: Check | None, name: str | None = None) -> Check:
     probes = tuple(_stamped_probe(p, c.category) for c in parts for p in c.probes)
     return Check(name or "; ".join(c.name for c in parts), parts[0].category,
                  tuple(dict.fromkeys(s for c in parts for s in c.sources)), evaluate if watched else None, probes)
+
+
+def while_running(check: Check, prerequisite: Check) -> Check:
+    """`check`, watched together with the workloads that do its work (`prerequisite`): done when `check` is; terminal
+    at once when the prerequisite meets a terminal state (the autoscaler in a crash loop will not scale anything),
+    with the prerequisite's category. Its probes are `check`'s."""
+    def evaluate(snapshot: Snapshot) -> Status:
+        status = check.status(snapshot)
+        if status.done or status.terminal:
+            return status
+        blocker = prerequisite.status(snapshot)
+        if blocker.terminal:
+            return Status(False, f"{status.observed}; {blocker.observed}",
+                          f"{check.name} cannot happen: {blocker.terminal}", blocker.category)
+        return status
+
+    return Check(check.name, check.category, tuple(dict.fromkeys(check.sources + prerequisite.sources)), evaluate,
+                 check.probes)
 
 
 def _stamped_probe(probe: Probe, category: Category) -> Probe:

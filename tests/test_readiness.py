@@ -104,3 +104,38 @@ def test_ca_bundle_placeholder_and_garbage_are_problems():
     assert ca_bundle_problem("Cg==") == "caBundle not injected (placeholder)"
     assert "not valid PEM" in ca_bundle_problem(base64.b64encode(b"not a cert").decode())
     assert ca_bundle_problem(base64.b64encode(_ca_pem()).decode()) is None
+
+
+def _scaling_snapshot(autoscaler_state: dict):
+    """A model's two pods, and Knative's autoscaler Deployment with one pod in `autoscaler_state`."""
+    from stack.snapshot import Snapshot, Source
+    model = [{"metadata": {"name": f"m-{i}", "namespace": "ns", "labels": {"app": "m"}},
+              "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}} for i in (1, 2)]
+    autoscaler = _deployment(ready=0)
+    autoscaler["metadata"].update(name="autoscaler", namespace="knative-serving")
+    autoscaler["spec"]["selector"] = {"matchLabels": {"app": "autoscaler"}}
+    pod = {"metadata": {"name": "autoscaler-1", "namespace": "knative-serving", "labels": {"app": "autoscaler"}},
+           "spec": {"containers": [{"name": "autoscaler"}]},
+           "status": {"phase": "Running", "containerStatuses": [
+               {"name": "autoscaler", "ready": False, "restartCount": 7, "image": "autoscaler:1",
+                "state": autoscaler_state}]}}
+    snap = Snapshot()
+    snap.replace(Source("v1", "Pod", "ns", "app=m"), model)
+    snap.replace(Source("apps/v1", "Deployment", "knative-serving"), [autoscaler])
+    snap.replace(Source("v1", "Pod", "knative-serving"), [pod])
+    return snap
+
+
+def test_a_scaling_wait_ends_at_once_when_the_autoscaler_crash_loops_and_not_while_it_starts():
+    from stack import checks
+    from stack.profile import WorkloadRef
+    scaled = checks.pods_scaled("ns", "app=m", at_most=0, name="ns/m scaled to zero")
+    knative = checks.workloads([WorkloadRef("Deployment", "knative-serving", "autoscaler")], name="Knative Serving")
+    check = checks.while_running(scaled, knative)
+    assert set(check.sources) == set(scaled.sources) | set(knative.sources)
+    looping = check.status(_scaling_snapshot({"waiting": {"reason": "CrashLoopBackOff"}}))
+    assert not looping.done and looping.category is Category.CRASH_LOOP
+    assert looping.terminal.startswith("ns/m scaled to zero cannot happen: deployment knative-serving/autoscaler")
+    assert "2 pod(s), 2 Ready" in looping.observed          # what the wait itself last saw stays in the message
+    starting = check.status(_scaling_snapshot({"waiting": {"reason": "ContainerCreating"}}))
+    assert not starting.done and starting.terminal is None and starting.category is Category.AUTOSCALING

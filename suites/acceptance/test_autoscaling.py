@@ -45,6 +45,24 @@ def _config_autoscaler(kube) -> dict:
     return (config or {}).get("data") or {}
 
 
+def _pod_autoscaler(kube, ns: str, name: str) -> dict:
+    """The latest revision's Knative PodAutoscaler. Knative makes it with the Revision, so an InferenceService that
+    is Ready without one will not get one by waiting: nothing scales it, and that fails at once."""
+    found, _ = kube.list(autoscaling.PA_API, autoscaling.PA_KIND, ns,
+                         label_selector=f"serving.kserve.io/inferenceservice={name}")
+    expect(found, Category.AUTOSCALING, f"Knative made no PodAutoscaler for {ns}/{name}: nothing scales it")
+    return max(found, key=lambda o: o["metadata"]["creationTimestamp"])
+
+
+def _scaled(profile, namespace: str, selector: str, what: str, **bounds) -> checks.Check:
+    """The replicas an autoscaler's work leaves, watched with Knative's workloads: a Knative component in a crash
+    loop or unable to pull ends the wait at once (it would not scale anything), instead of at its budget."""
+    scaled = checks.pods_scaled(namespace, selector, name=what, **bounds)
+    knative = profile.components.get("knative")
+    return checks.while_running(scaled, checks.workloads(knative.workloads, name="Knative Serving")) if knative \
+        else scaled
+
+
 @pytest.mark.criteria("AC-AUTOSCALING")
 @allure.title("An InferenceService's minReplicas, maxReplicas and scale target are in force in its autoscaler")
 def test_autoscaling_follows_the_inference_service(profile, kube, stack, test_namespace, deadline, diagnostics,
@@ -61,10 +79,7 @@ def test_autoscaling_follows_the_inference_service(profile, kube, stack, test_na
     if serverless:
         evidence.add("Knative autoscaler settings (config-autoscaler)",
                      autoscaling.knative_settings(_config_autoscaler(kube)))
-        found, _ = kube.list(autoscaling.PA_API, autoscaling.PA_KIND, ns,
-                             label_selector=f"serving.kserve.io/inferenceservice={SCALED}")
-        expect(found, Category.AUTOSCALING, f"Knative made no PodAutoscaler for {ns}/{SCALED}")
-        pa = max(found, key=lambda o: o["metadata"]["creationTimestamp"])   # the latest revision's
+        pa = _pod_autoscaler(kube, ns, SCALED)
         problems = autoscaling.serverless_problems(pa, spec)
         where = f"PodAutoscaler {ns}/{pa['metadata']['name']}"
         seen = {k: v for k, v in (pa["metadata"].get("annotations") or {}).items()
@@ -95,12 +110,13 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
     manifest = isvc_manifest(profile, ns, name=ZERO)
     manifest["spec"]["predictor"]["minReplicas"] = 0
     isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
+    _pod_autoscaler(kube, ns, ZERO)
     path = f"/v1/models/{ZERO}:predict"     # KServe names the model after its InferenceService
     Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(path, V1_INPUT)   # it served once
     idle_budget = settings.idle_seconds + max(IDLE_SLACK * run_options.timeout_scale, MIN_SLACK)
     started = time.monotonic()
-    wait_for(kube, checks.pods_scaled(ns, f"serving.kserve.io/inferenceservice={ZERO}", at_most=0,
-                                      name=f"{ns}/{ZERO} scaled to zero"),
+    wait_for(kube, _scaled(profile, ns, f"serving.kserve.io/inferenceservice={ZERO}", f"{ns}/{ZERO} scaled to zero",
+                           at_most=0),
              Deadline(idle_budget, "scale to zero"))
     to_zero = time.monotonic() - started
     started = time.monotonic()
@@ -164,17 +180,18 @@ def test_replicas_rise_under_load_and_fall_back(profile, kube, stack, test_names
     manifest = isvc_manifest(profile, ns, name=LOADED)
     manifest["spec"]["predictor"].update(LOAD_SPEC.predictor_fields())
     isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
+    _pod_autoscaler(kube, ns, LOADED)
     selector = f"serving.kserve.io/inferenceservice={LOADED}"
     predictor = Predictor(kube, profile, ingress_url, isvc, deadline("predict"))
     started = time.monotonic()
     with BoundedLoad(predictor, f"/v1/models/{LOADED}:predict") as load:
-        wait_for(kube, checks.pods_scaled(ns, selector, at_least=2, name=f"{ns}/{LOADED} scaled out"),
+        wait_for(kube, _scaled(profile, ns, selector, f"{ns}/{LOADED} scaled out", at_least=2),
                  Deadline(max(LOAD_SECONDS * run_options.timeout_scale, MIN_SCALE_OUT_WAIT), "scale out under load"))
         scaled_out = time.monotonic() - started
     peak = len(kube.list("v1", "Pod", ns, label_selector=selector)[0])
     started = time.monotonic()
     fall_back = settings.stable_window + max(IDLE_SLACK * run_options.timeout_scale, MIN_SLACK)
-    wait_for(kube, checks.pods_scaled(ns, selector, at_most=LOAD_SPEC.min_replicas, name=f"{ns}/{LOADED} scaled in"),
+    wait_for(kube, _scaled(profile, ns, selector, f"{ns}/{LOADED} scaled in", at_most=LOAD_SPEC.min_replicas),
              Deadline(fall_back, "scale in after the load"))
     scaled_in = time.monotonic() - started
     evidence.add("scale out and back", {
