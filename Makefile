@@ -1,6 +1,7 @@
 # Two entry points on a fresh machine:
 #   make acceptance   set up a venv with pinned dependencies, then run the acceptance suites (kind by default)
 #   make test         set up a venv with the twin's extras, then run the suite's own tests (no Docker needed)
+# and the inner loop: make test-fast, the self-tests that need no twin (no control plane build either).
 # and the matrix: make matrix [PROFILES="seed latest"] [ARGS="--cluster twin"]: each profile in turn, then one page.
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,10 @@ MATRIX_DIR ?= reports/matrix-runs
 ACTIONLINT_VERSION := v1.7.12
 ACTIONLINT := .cache/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
 
-.PHONY: acceptance acceptance-twin controlplane test venv venv-twin report matrix clean
+.PHONY: acceptance acceptance-twin controlplane test test-fast venv venv-twin report matrix clean
+
+# Two workers; loadgroup keeps a module's twin on one worker, and tests/scheduling.py hands out the longest work first.
+TEST_ARGS := -n 2 --dist loadgroup
 
 $(VENV)/.suite: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +55,11 @@ acceptance-twin: controlplane
 	$(PY) -m pytest suites/acceptance --cluster twin $(ARGS)
 
 test: controlplane $(VENV)/.lint $(ACTIONLINT)
-	KSTACK_ACTIONLINT="$(abspath $(ACTIONLINT))" $(PY) -m pytest tests -n 2 --dist worksteal $(ARGS)
+	KSTACK_ACTIONLINT="$(abspath $(ACTIONLINT))" $(PY) -m pytest tests $(TEST_ARGS) $(ARGS)
+
+# Every self-test that needs no twin (the unit tests, the reports, the workflows): no control plane is built.
+test-fast: $(VENV)/.twin $(VENV)/.lint $(ACTIONLINT)
+	KSTACK_ACTIONLINT="$(abspath $(ACTIONLINT))" $(PY) -m pytest tests -m "not twin" $(TEST_ARGS) $(ARGS)
 
 report: $(VENV)/.suite
 	$(PY) -m reports.build_html reports/allure-results -o reports/allure-report

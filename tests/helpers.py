@@ -43,9 +43,16 @@ def headless_chromium(url: str, profile_dir: Path, *flags: str, timeout: float =
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+# Set (to the test's id) while a test not marked `twin` runs (tests/conftest.py): it may not run the suite on a twin.
+TWIN_REFUSED: str | None = None
+
+
 def run_pytest(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run pytest as a user would, in a subprocess, from the project root. An acceptance run writes its results
     and sign-off into a temporary folder unless the caller names them, never over the checkout's reports/."""
+    on_twin = "--collect-only" not in args and any(a == "twin" and b == "--cluster" for b, a in zip(args, args[1:], strict=False))
+    if on_twin and TWIN_REFUSED:
+        raise AssertionError(f"{TWIN_REFUSED} runs the suite on a twin but is not marked `twin`")
     scratch = None
     if args and str(args[0]).startswith("suites") and "--collect-only" not in args:
         scratch = Path(tempfile.mkdtemp(prefix="kstack-selftest-"))

@@ -1,6 +1,10 @@
 """End to end: `pytest suites/acceptance --cluster twin` for every shipped profile, and each twin fault failing exactly
 the matching criteria while the unrelated ones pass. Each case runs the suite as a user would, in a subprocess, and
-reads the sign-off it wrote."""
+reads the sign-off it wrote.
+
+A profile's whole run is made once per session and read by every test that needs it (tests/twinruns.py); the fault
+runs attach to a shared twin of their worker, which strikes the fault before the run and undoes it after, and the
+health gate after each run must find nothing left of it."""
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +17,7 @@ import yaml
 
 from stack.failures import Category
 from stack.profile import Profile, available_profiles
-from tests.helpers import run_pytest
+from tests.twinruns import Run, run_suite
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
@@ -22,14 +26,30 @@ ALL = {"AC-ISTIO", "AC-KNATIVE", "AC-CERT-MANAGER", "AC-KSERVE-CONTROLLER", "AC-
        "AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}
 
 
-def run_twin(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[dict, str, Path]:
-    results, out = tmp_path / "allure-results", tmp_path / "out"
-    cluster = "existing" if "--kubeconfig" in args else "twin"
-    proc = run_pytest("suites/acceptance", "--cluster", cluster, "--alluredir", str(results), "--signoff-dir", str(out),
-                      "-p", "no:randomly", *args, env=env, timeout=600)
-    signoff = out / "signoff.json"
-    assert signoff.exists(), f"no sign-off written\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
-    return json.loads(signoff.read_text()), proc.stdout + proc.stderr, results
+def fresh_twin_run(folder: Path, *args: str, env: dict | None = None) -> Run:
+    """A run that starts a twin of its own (`--cluster twin`), as a user's first run does."""
+    return run_suite(folder, "--cluster", "twin", *args, env=env)
+
+
+# The whole runs tests read, made once per session (tests/twinruns.py SharedRuns): each profile as shipped, and
+# latest with KServe's controller unable to pull its image (the matrix page's faulty column, and the blocked checks).
+CONTROLLER_PULL = "imagepull:kserve/kserve-controller-manager"
+
+
+def profile_run(shared_runs, profile: str) -> Run:
+    return shared_runs.get(f"profile-{profile}", lambda folder: fresh_twin_run(folder, "--profile", profile))
+
+
+def controller_pull_run(shared_runs) -> Run:
+    return shared_runs.get("latest-controller-pull", lambda folder: fresh_twin_run(
+        folder, "--profile", "latest", "--twin-fault", CONTROLLER_PULL, "--timeout-scale", "0.05"))
+
+
+def fault_run(shared_runs, shared_twins, fault: str) -> Run:
+    """seed with one fault, on this worker's shared seed twin (made once per session, read by the fault table and
+    the category test)."""
+    return shared_runs.get(f"fault-{fault}", lambda folder: shared_twins("seed").run(
+        folder, [fault], "--timeout-scale", "0.05"))
 
 
 def statuses(doc: dict) -> dict[str, str]:
@@ -37,8 +57,9 @@ def statuses(doc: dict) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("profile", available_profiles())
-def test_every_profile_passes_on_the_twin(tmp_path, profile):
-    doc, output, _ = run_twin(tmp_path, "--profile", profile)
+def test_every_profile_passes_on_the_twin(shared_runs, profile):
+    run = profile_run(shared_runs, profile)
+    doc, output = run.doc, run.output
     assert doc["verdict"] == "PASS", output[-5000:]
     assert doc["simulated"] is True
     # every check ran, the S3 variant too: the twin hands over its own S3 store
@@ -58,7 +79,7 @@ def test_every_profile_passes_on_the_twin(tmp_path, profile):
     assert statuses(doc)["AC-MESH-MTLS"] == "not-run"   # optional, and the profile does not require it
     assert statuses(doc)["AC-MESH-AUTHZ"] == "not-run"  # optional, and the profile declares no authorization policy
     for fmt in ("signoff.md", "signoff.html"):
-        assert "SIMULATED" in (tmp_path / "out" / fmt).read_text()[:3000]
+        assert "SIMULATED" in (run.out / fmt).read_text()[:3000]
     if profile == "latest-standard":
         assert statuses(doc)["AC-ISTIO"] == "not-run" and statuses(doc)["AC-KNATIVE"] == "not-run"
     # every passing criterion carries evidence: a test that proves it recorded what it saw, with facts
@@ -116,8 +137,9 @@ def recorded_categories(doc: dict) -> set[str]:
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_each_fault_fails_exactly_its_criteria_with_its_category(tmp_path, fault):
-    doc, output, _ = run_twin(tmp_path, "--twin-fault", fault, "--timeout-scale", "0.05")
+def test_each_fault_fails_exactly_its_criteria_with_its_category(shared_runs, shared_twins, fault):
+    run = fault_run(shared_runs, shared_twins, fault)
+    doc, output = run.doc, run.output
     criteria, category = FAULTS[fault]
     got = statuses(doc)
     failed = {c for c, s in got.items() if s == "failed"}
@@ -128,29 +150,33 @@ def test_each_fault_fails_exactly_its_criteria_with_its_category(tmp_path, fault
     if fault in S3_CAUSE:       # one failure, in KServe's storage initializer's own words
         s3 = [f for f in doc["failures"] if "AC-IRIS-S3" in f["criteria"]]
         assert len(s3) == 1 and S3_CAUSE[fault] in s3[0]["message"], s3
+    assert doc["simulation"]["faults"] == [fault], doc["simulation"]["faults"]     # the sign-off names it
+    # undone without a trace: the shared twin's health gate found nothing of it after the run
+    assert run.health == [], f"{fault} left: {run.health}"
 
 
-def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_cause(tmp_path):
-    """KServe's controller cannot pull its image: the Iris checks and KServe's admission check fail FAILED (not
-    broken), blocked by AC-KSERVE-CONTROLLER, filed under Image pull, naming the image, in every output."""
-    doc, output, results = run_twin(tmp_path, "--twin-fault", "imagepull:kserve/kserve-controller-manager",
-                                    "--timeout-scale", "0.05")
+def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_cause(shared_runs):
+    """KServe's controller cannot pull its image (latest, struck at the twin's start: `--twin-fault`): the Iris
+    checks and KServe's admission check fail FAILED (not broken), blocked by AC-KSERVE-CONTROLLER, filed under
+    Image pull, naming the image, in every output."""
+    run = controller_pull_run(shared_runs)
+    doc, output, results = run.doc, run.output, run.results
     got = statuses(doc)
     failed = {c for c, s in got.items() if s == "failed"}
     assert failed == {"AC-ALL-READY", "AC-KSERVE-CONTROLLER", "AC-WEBHOOKS", "AC-IRIS-PREDICT", "AC-IRIS-S3",
-                      "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}, \
+                      "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT", "AC-POD-SECURITY"}, \
         f"{sorted(failed)}: {[(f['id'], f['message'][:300]) for f in doc['failures']]}"
     assert all(got[c] == "passed" for c in ALL - failed), got
     iris = [f for f in doc["failures"] if "AC-IRIS-PREDICT" in f["criteria"]]
     assert iris and all(f["status"] == "failed" and f["blocked_by"] == "AC-KSERVE-CONTROLLER" for f in iris), iris
     assert all(f["category"] == Category.IMAGE_PULL.title for f in iris), iris
-    image = "kserve/kserve-controller:v0.11.0"
+    image = "kserve/kserve-controller:v0.20.0"
     assert all("ImagePull" in f["root_cause"] and image in f["root_cause"] for f in iris), iris   # ErrImagePull or -BackOff
     # the workloads check is the root: never blocked by itself
     assert not [f for f in doc["failures"] if f["id"].startswith("workloads.") and f["blocked_by"]]
     criterion = next(c for c in doc["criteria"] if c["id"] == "AC-IRIS-PREDICT")
     assert criterion["blocked_by"] == ["AC-KSERVE-CONTROLLER"], criterion
-    assert "blocked by AC-KSERVE-CONTROLLER" in (tmp_path / "out" / "signoff.md").read_text()
+    assert "blocked by AC-KSERVE-CONTROLLER" in run.signoff_md()
     messages = [json.loads(f.read_text()) for f in results.glob("*-result.json")]
     allure_iris = [r for r in messages if r.get("fullName", "").rpartition("#")[2] in
                    ("test_iris_ready", "test_iris_predict_v1", "test_iris_predict_v2")]
@@ -165,20 +191,23 @@ def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_ca
     assert "events-kserve.txt" in attached, attached
 
 
-def test_an_api_that_keeps_failing_is_an_infrastructure_failure(tmp_path):
-    doc, output, _ = run_twin(tmp_path, "--twin-fault", "api-flaky:1.0", "--install", "never",
-                              "--timeout-scale", "0.05")
+def test_an_api_that_keeps_failing_is_an_infrastructure_failure(shared_twins, tmp_path):
+    run = shared_twins("seed").run(tmp_path, ["api-flaky:1.0"], "--install", "never", "--timeout-scale", "0.05")
+    doc, output = run.doc, run.output
     assert doc["verdict"] == "FAIL"
     assert recorded_categories(doc) == {Category.INFRASTRUCTURE.title}, output[-3000:]
     assert doc["retries"]["by_layer"].get("api", 0) >= 1       # retried by the API layer, then failed fast
+    assert run.health == [], run.health
 
 
 def test_an_install_failure_keeps_its_evidence(tmp_path):
     """--install always on a twin whose trainedmodels CRD is deleted as soon as it is created: the install fails in
     kserve, at its manifest's CRD gate or at its readiness (whichever sees the CRD gone first: the deletion races the
-    gate as it would on a cluster); the record, the sign-off, the bundle and the Allure results keep its evidence."""
-    doc, output, results = run_twin(tmp_path, "--twin-fault", "crd-missing:trainedmodels.serving.kserve.io",
-                                    "--install", "always", "--timeout-scale", "0.01")
+    gate as it would on a cluster); the record, the sign-off, the bundle and the Allure results keep its evidence.
+    A twin of its own: the fault is struck as the twin starts (`--twin-fault`), before the suite's install."""
+    run = fresh_twin_run(tmp_path, "--twin-fault", "crd-missing:trainedmodels.serving.kserve.io",
+                         "--install", "always", "--timeout-scale", "0.01")
+    doc, results = run.doc, run.results
     assert recorded_categories(doc) == {Category.INSTALL.title}
     failure = doc["install"]["failure"]
     assert failure["component"] == "kserve" and failure["step"] in ("manifest kserve.yaml", "readiness"), failure
@@ -187,69 +216,86 @@ def test_an_install_failure_keeps_its_evidence(tmp_path):
     assert failure["diagnostics"], failure
     for name in failure["diagnostics"]:
         assert (results / "kstack-install" / name).is_file(), name
-    with tarfile.open(tmp_path / "out" / "results-bundle.tar.gz") as tar:
+    with tarfile.open(run.out / "results-bundle.tar.gz") as tar:
         bundled = set(tar.getnames())
     assert {f"allure-results/kstack-install/{n}" for n in failure["diagnostics"]} <= bundled
     attached = [a["name"] for f in results.glob("*-container.json") for b in json.loads(f.read_text()).get("befores", [])
                 for a in b.get("attachments", [])]
     assert any(a.startswith("install diagnostics: kserve/") for a in attached), attached
-    md = (tmp_path / "out" / "signoff.md").read_text()
+    md = run.signoff_md()
     assert "## Install failure" in md and failure["step"] in md and "WaitTimeout" in md
 
 
 @pytest.mark.parametrize("fault,layer", [("api-flaky:0.1", "api"), ("watch-drop", "watch")])
-def test_transient_faults_are_absorbed_by_bounded_retries_counted_in_the_signoff(tmp_path, fault, layer):
-    doc, output, results = run_twin(tmp_path, "--twin-fault", fault)
-    assert doc["verdict"] == "PASS", output[-5000:]
+def test_transient_faults_are_absorbed_by_bounded_retries_counted_in_the_signoff(shared_twins, tmp_path, fault,
+                                                                                 layer):
+    """A whole run under the fault: every check meets it, and the verdict is still PASS."""
+    run = shared_twins("seed").run(tmp_path, [fault])
+    doc = run.doc
+    assert doc["verdict"] == "PASS", run.output[-5000:]
     assert doc["retries"]["by_layer"].get(layer, 0) > 0, doc["retries"]
-    recorded = sum(len(f.read_text().splitlines()) for f in results.glob("kstack-retries-*.jsonl"))
+    recorded = sum(len(f.read_text().splitlines()) for f in run.results.glob("kstack-retries-*.jsonl"))
     assert doc["retries"]["total"] == recorded
-    assert f"{doc['retries']['total']} retries" in (tmp_path / "out" / "signoff.md").read_text()
+    assert f"{doc['retries']['total']} retries" in run.signoff_md()
+    assert run.health == [], run.health
 
 
-def test_deselected_criteria_are_not_run_and_the_verdict_incomplete(tmp_path):
-    doc, output, _ = run_twin(tmp_path, "-k", "not certificate and not iris")
-    got = statuses(doc)
+def test_deselected_criteria_are_not_run_and_the_verdict_incomplete(shared_twins, tmp_path):
+    """-k keeps the CRD checks only: every other criterion is NOT RUN (its tests deselected), and so the verdict
+    is INCOMPLETE, never PASS."""
+    run = shared_twins("seed").run(tmp_path, [], "-k", "test_crds")
+    got = statuses(run.doc)
     assert got["AC-CERT-ROUNDTRIP"] == "not-run" and got["AC-IRIS-PREDICT"] == "not-run", got
-    assert got["AC-CRDS"] == "passed"
-    assert doc["verdict"] == "INCOMPLETE"
+    assert got["AC-CRDS"] == "passed", run.output[-5000:]
+    assert run.doc["verdict"] == "INCOMPLETE"
+    assert "inference.test_iris_predict_v1" in run.doc["inventory"]["deselected"], run.doc["inventory"]
 
 
-def test_fault_failures_land_in_the_right_allure_category(tmp_path):
+@pytest.mark.parametrize("fault,test_id,category", [
+    ("imagepull:cert-manager/cert-manager-cainjector", "workloads.test_workloads_ready[cert-manager]", "Image pull"),
+    ("predict-wrong", "inference.test_iris_predict_v1", "InferenceService or prediction")])
+def test_fault_failures_land_in_the_right_allure_category(shared_runs, shared_twins, fault, test_id, category):
+    """Allure's Categories tab files each failure of a fault's run (the fault table's own run) under its cause."""
     from reports.categories import classify
-    doc, output, results = run_twin(tmp_path, "--twin-fault", "imagepull:cert-manager/cert-manager-cainjector",
-                                    "--twin-fault", "predict-wrong", "--timeout-scale", "0.05")
+    run = fault_run(shared_runs, shared_twins, fault)
     categories = {}
-    for f in results.glob("*-result.json"):
+    for f in run.results.glob("*-result.json"):
         r = json.loads(f.read_text())
         if r["status"] in ("failed", "broken"):    # keyed by the stable id: the name is the check's allure.title
             as_id = next(label["value"] for label in r["labels"] if label["name"] == "as_id")
             categories[as_id] = classify(r["status"], (r.get("statusDetails") or {}).get("message", ""))
-    assert categories.get("workloads.test_workloads_ready[cert-manager]") == "Image pull", categories
-    assert categories.get("inference.test_iris_predict_v1") == "InferenceService or prediction", categories
-    assert (results / "categories.json").exists()
+    assert categories.get(test_id) == category, categories
+    assert (run.results / "categories.json").exists()
 
 
-def test_no_secret_value_reaches_any_output(tmp_path):
+def test_no_secret_value_reaches_any_output(shared_twins, tmp_path):
     """Plant known secret values (S3 keys for the S3 variant), make tests fail so diagnostics are captured, then
-    search every file the run wrote and its console output."""
+    search every file the run wrote and its console output. The inference checks only: they are the ones that read
+    the keys (the S3 variant) and fail here (predict-wrong), so capture diagnostics."""
     planted = {"KSTACK_S3_ACCESS_KEY_ID": "AKIAKSTACKPLANTED0001", "KSTACK_S3_SECRET_ACCESS_KEY": "kstack-planted-secret-9f3a7c"}
     env = {**planted, "KSTACK_S3_ENDPOINT": "nyc3.digitaloceanspaces.com", "KSTACK_S3_REGION": "nyc3",
            "KSTACK_S3_URI": "s3://kstack-bucket/models/sklearn/1.0/model"}
-    doc, output, results = run_twin(tmp_path, "--twin-fault", "predict-wrong", "--timeout-scale", "0.05", env=env)
-    assert doc["verdict"] == "FAIL"
+    run = shared_twins("seed").run(tmp_path, ["predict-wrong"], "-k", "inference", "--timeout-scale", "0.05",
+                                   env=env)
+    assert run.doc["verdict"] == "FAIL"
+    assert {f["id"] for f in run.doc["failures"]} >= {"inference.test_iris_predict_v1", "inference.test_iris_from_s3"}, \
+        run.doc["failures"]
     for value in planted.values():
-        assert value not in output
+        assert value not in run.output
         for path in tmp_path.rglob("*"):
             if path.is_file() and path.suffix != ".gz":
                 assert value not in path.read_text(errors="replace"), f"{value} leaked into {path}"
 
 
-def test_under_xdist_one_cluster_and_one_install(tmp_path):
-    doc, output, results = run_twin(tmp_path, "-n", "2", "--install", "always")
-    assert doc["verdict"] == "PASS", output[-5000:]
-    installs = [json.loads(line) for f in results.glob("kstack-phases-*.jsonl") for line in f.read_text().splitlines()
-                if json.loads(line)["name"] == "install"]
+def test_under_xdist_one_cluster_and_one_install(shared_twins, tmp_path):
+    """Two xdist workers share the one cluster and the one install the controller made (the install phase is
+    recorded once, not once per worker); a few checks are enough to give both workers work."""
+    run = shared_twins("seed").run(tmp_path, [], "-n", "2", "-k", "test_crds or test_namespaces or test_workloads")
+    assert not run.doc["failures"], run.output[-5000:]
+    workers = {f.name for f in run.results.glob("kstack-inventory-*.json")}
+    assert len(workers) >= 2, workers
+    installs = [json.loads(line) for f in run.results.glob("kstack-phases-*.jsonl")
+                for line in f.read_text().splitlines() if json.loads(line)["name"] == "install"]
     assert len(installs) == 1, installs
 
 
@@ -306,24 +352,33 @@ def kstack_namespaces(kubeconfig: Path) -> list[str]:
     return [n["metadata"]["name"] for n in items if (n.get("status") or {}).get("phase") != "Terminating"]
 
 
+# The Iris checks: enough to make a test namespace (the Iris InferenceService's) that a pass must remove and a
+# failure with --keep-on-failure must keep; the whole suite in existing mode is test_rbac_twin's proof.
+IRIS_CHECKS = "test_iris_ready or test_iris_predict"
+
+
+def existing_run(folder: Path, kubeconfig: Path, gateway: str, *args: str) -> Run:
+    return run_suite(folder, "--cluster", "existing", "--kubeconfig", str(kubeconfig), "-k", IRIS_CHECKS, *args,
+                     env={"KSTACK_INGRESS_URL": gateway})
+
+
 def test_a_standalone_twin_verified_as_an_existing_cluster_is_still_simulated(tmp_path):
     """`python -m twin` + `--cluster existing`: the report must not read as evidence about a real cluster. The run
     changes nothing but its own namespaces, and removes them after a pass."""
     with standalone_twin(tmp_path) as (kubeconfig, gateway):
-        doc, output, _ = run_twin(tmp_path, "--kubeconfig", str(kubeconfig), env={"KSTACK_INGRESS_URL": gateway})
-        assert doc["verdict"] == "PASS", output[-4000:]
+        run = existing_run(tmp_path / "run", kubeconfig, gateway)
+        assert statuses(run.doc)["AC-IRIS-PREDICT"] == "passed" and not run.doc["failures"], run.output[-4000:]
         assert kstack_namespaces(kubeconfig) == []
-    assert doc["simulated"] is True and doc["cluster"]["provider"] == "existing", doc["cluster"]
+    assert run.doc["simulated"] is True and run.doc["cluster"]["provider"] == "existing", run.doc["cluster"]
 
 
 def test_keep_on_failure_keeps_the_failed_tests_namespaces_and_names_them(tmp_path):
     with standalone_twin(tmp_path, "predict-wrong") as (kubeconfig, gateway):
-        doc, output, _ = run_twin(tmp_path, "--kubeconfig", str(kubeconfig), "--keep-on-failure",
-                                  env={"KSTACK_INGRESS_URL": gateway})
+        run = existing_run(tmp_path / "run", kubeconfig, gateway, "--keep-on-failure")
         kept = kstack_namespaces(kubeconfig)
-    assert doc["verdict"] == "FAIL"
+    assert run.doc["verdict"] == "FAIL"
     assert len(kept) == 1 and kept[0].startswith("kstack-iris-"), kept
-    assert kept[0] in output
+    assert kept[0] in run.output
 
 
 def _processes_with(token: str) -> list[int]:
@@ -365,16 +420,25 @@ def test_an_interrupted_run_leaves_no_process_behind(tmp_path):
     assert _processes_with(token) == [], "processes left behind after the interrupt"
 
 
-def policies_profile(tmp_path: Path) -> Path:
+@pytest.fixture(scope="session")
+def policies(shared_runs, shared_twins):
+    """This worker's shared twin of the policies profile (one file per session: the same bytes every time, so its
+    twin snapshot is made once)."""
+    return shared_twins(policies_profile(shared_runs.root))
+
+
+def policies_profile(directory: Path) -> Path:
     """seed, declaring a monitor and an authorization policy and requiring AC-MESH-MTLS: the checks only such a
-    profile runs. The same bytes every time, so its twin snapshot is made once."""
+    profile runs."""
     data = yaml.safe_load(Profile.load("seed").path.read_text())
     data["name"] = "seed-policies"
     data["monitors"] = [{"kind": "ServiceMonitor", "namespace": "cert-manager", "name": "cert-manager"}]
     data["require"] = ["AC-MESH-MTLS"]
     data["authorization_policy"] = {"rules": [{"from": [{"source": {"namespaces": ["istio-system", "knative-serving"]}}]}]}
-    path = tmp_path / "seed-policies.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=True))
+    path = directory / "seed-policies.yaml"
+    text = yaml.safe_dump(data, sort_keys=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
     return path
 
 
@@ -384,11 +448,12 @@ def the_failure(doc: dict, criterion: str) -> dict:
     return failures[0]
 
 
-def test_declared_monitors_on_a_cluster_without_the_prometheus_operator_fail_naming_the_missing_crds(tmp_path):
+def test_declared_monitors_on_a_cluster_without_the_prometheus_operator_fail_naming_the_missing_crds(policies,
+                                                                                                      tmp_path):
     """A profile that lists monitors makes AC-MONITORS apply: on the twin, which has no Prometheus Operator, it FAILs
     saying the CRDs are not served, never NOT RUN (only this check runs: the rest of the stack is covered above)."""
-    doc, output, _ = run_twin(tmp_path, "--profile", str(policies_profile(tmp_path)),
-                              "-k", "test_the_declared_monitors_select_live_targets")
+    run = policies.run(tmp_path, [], "-k", "test_the_declared_monitors_select_live_targets")
+    doc, output = run.doc, run.output
     assert statuses(doc)["AC-MONITORS"] == "failed", output[-5000:]
     assert "the API serves no ServiceMonitor (monitoring.coreos.com/v1)" in the_failure(doc, "AC-MONITORS")["message"]
     assert "Monitoring" in recorded_categories(doc)
@@ -398,25 +463,27 @@ MESH_CHECKS = "test_strict_mtls_refuses_plaintext_from_outside_the_mesh or " \
               "test_the_authorization_policy_keeps_out_a_request_without_its_principal"
 
 
-def test_strict_mtls_and_the_declared_authorization_policy_pass_where_the_sidecars_enforce_them(tmp_path):
+def test_strict_mtls_and_the_declared_authorization_policy_pass_where_the_sidecars_enforce_them(policies, tmp_path):
     """The twin secures its mesh for a profile that requires it (STRICT for the mesh, the activator injected) and
     its sidecar stand-in enforces it: both mesh criteria PASS, on refused plaintext and a gateway answer."""
-    doc, output, _ = run_twin(tmp_path, "--profile", str(policies_profile(tmp_path)), "-k", MESH_CHECKS)
+    run = policies.run(tmp_path, [], "-k", MESH_CHECKS)
+    doc, output = run.doc, run.output
     assert statuses(doc)["AC-MESH-MTLS"] == "passed", output[-5000:]
     assert statuses(doc)["AC-MESH-AUTHZ"] == "passed", output[-5000:]
     assert any(lim["id"] == "twin-simulated-sidecars" for lim in doc["limitations"])
 
 
-def test_a_permissive_mesh_fails_strict_mtls_while_the_authorization_policy_still_denies(tmp_path):
+def test_a_permissive_mesh_fails_strict_mtls_while_the_authorization_policy_still_denies(policies, tmp_path):
     """mtls-permissive: the sidecars take plaintext, so AC-MESH-MTLS FAILs naming the policy that relaxed it; the
     authorization policy still keeps the principal-less request out (its sidecar answers 403), so AC-MESH-AUTHZ
-    passes: the fault breaks exactly its own criterion."""
-    doc, output, _ = run_twin(tmp_path, "--profile", str(policies_profile(tmp_path)), "--twin-fault",
-                              "mtls-permissive", "-k", MESH_CHECKS)
+    passes: the fault breaks exactly its own criterion; undone, the mesh is STRICT again."""
+    run = policies.run(tmp_path, ["mtls-permissive"], "-k", MESH_CHECKS)
+    doc, output = run.doc, run.output
     assert statuses(doc)["AC-MESH-MTLS"] == "failed", output[-5000:]
     assert statuses(doc)["AC-MESH-AUTHZ"] == "passed", output[-5000:]
     failure = the_failure(doc, "AC-MESH-MTLS")
     assert "is PERMISSIVE (mesh PeerAuthentication istio-system/default)" in failure["message"], failure
     assert "Security policy" in recorded_categories(doc)
+    assert run.health == [], run.health
 
 

@@ -2,7 +2,8 @@
 (--kind-bin) records its commands and hands out the kubeconfig of an empty twin, and the twin's helm stand-in and
 manifest mirror take the place of the network. So `--cluster kind` runs its real code: preflight, the kind config,
 create-or-reuse through pytest-kind-ng, the install of the whole stack, the checks, and the cluster's deletion.
-The twin labels its node as simulated, so even this run must be reported SIMULATED."""
+The twin labels its node as simulated, so even this run must be reported SIMULATED. The kind path is what these
+runs prove, so they run a few checks (KIND_CHECKS), not the whole suite: the install is whole all the same."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,10 @@ import yaml
 from stack.profile import Profile
 from tests.helpers import fake_docker_daemon, run_pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.twin]
+pytestmark = [pytest.mark.slow]
+# Checks enough to see the installed stack through the kind cluster's kubeconfig; the suite's checks themselves are
+# proven by the twin's own runs (tests/test_acceptance_twin.py).
+KIND_CHECKS = "test_namespaces or test_crds"
 
 STUB_KIND = r"""#!/usr/bin/env bash
 # Stand-in for kind: records argv, keeps the cluster list in a state file, hands out the twin's kubeconfig.
@@ -80,8 +84,8 @@ class KindWorld:
     def run(self, name: str, *args: str) -> tuple[dict, str]:
         results, out = self.tmp / f"results-{name}", self.tmp / f"out-{name}"
         proc = run_pytest("suites/acceptance", "--cluster", "kind", "--kind-bin", str(self.kind), "--cluster-name",
-                          "kt", "--alluredir", str(results), "--signoff-dir", str(out), *args, env=self.env,
-                          timeout=420)
+                          "kt", "--alluredir", str(results), "--signoff-dir", str(out), "-k", KIND_CHECKS, *args,
+                          env=self.env, timeout=420)
         output = proc.stdout + proc.stderr
         assert (out / "signoff.json").exists(), output[-5000:]
         return json.loads((out / "signoff.json").read_text()), output
@@ -102,9 +106,16 @@ def world(tmp_path, fake_docker):
         yield KindWorld(tmp_path, fake_docker, twin, profile)
 
 
+def passed(doc: dict) -> bool:
+    """The checks that ran all passed (the rest deselected: INCOMPLETE, never PASS)."""
+    return doc["verdict"] == "INCOMPLETE" and not doc["failures"] and \
+        next(c["status"] for c in doc["criteria"] if c["id"] == "AC-CRDS") == "passed"
+
+
+@pytest.mark.twin
 def test_kind_path_creates_installs_verifies_and_deletes(world):
     doc, output = world.run("first")
-    assert doc["verdict"] == "PASS", output[-5000:]
+    assert passed(doc), output[-5000:]
     assert doc["simulated"] is True and doc["cluster"]["provider"] == "kind"
     create = next(line for line in world.kind_log() if line.startswith("create cluster"))
     assert f"--image={world.profile.kind['node_image']}" in create and "--name=kt" in create and "--config" in create
@@ -115,12 +126,13 @@ def test_kind_path_creates_installs_verifies_and_deletes(world):
     assert world.helm_installs() == ["cert-manager", "istio-base", "istiod", "istio-ingressgateway"]
 
 
+@pytest.mark.twin
 def test_kind_cluster_is_reused_by_name_and_a_rerun_installs_nothing(world):
     world.run("first", "--keep-cluster")
     assert not any(line.startswith("delete cluster") for line in world.kind_log()), "--keep-cluster kept it"
     installs = len(world.helm_installs())
     doc, output = world.run("second", "--keep-cluster")
-    assert doc["verdict"] == "PASS", output[-5000:]
+    assert passed(doc), output[-5000:]
     log = world.kind_log()
     assert sum(line.startswith("create cluster") for line in log) == 1, log
     assert any(line.startswith("export kubeconfig") for line in log), log

@@ -18,7 +18,7 @@ from stack.kube import Kube
 from stack.profile import MonitorRef, Profile
 from twin import toolchain
 
-pytestmark = pytest.mark.twin
+pytestmark = [pytest.mark.twin, pytest.mark.xdist_group("monitors-twin")]   # one worker: its twin
 
 NS = "metrics-demo"
 APP = {"app": "exporter"}

@@ -22,7 +22,7 @@ from stack.profile import Profile
 from stack.wait import Deadline, require, wait_for
 from tests.helpers import ROOT, run_pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.twin]
+pytestmark = [pytest.mark.slow, pytest.mark.twin, pytest.mark.xdist_group("rbac-twin")]   # one worker: its twin
 
 # The seed stack, accepted on the twin's v1.34 kube-apiserver (seed's own range is 1.25-1.27; the twin has one
 # control plane for every profile: twin/toolchain.yaml), requiring the mesh's security too, so that the verifier

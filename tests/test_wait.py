@@ -25,7 +25,7 @@ from stack.readiness import condition_true
 from stack.snapshot import Source, Status
 from stack.wait import WATCH_BACKOFF_CAP, Deadline, TerminalState, WaitTimeout, wait_for
 
-pytestmark = pytest.mark.twin
+pytestmark = [pytest.mark.twin, pytest.mark.xdist_group("wait-twin")]   # one worker: its twins
 
 NS = "default"
 GROUP, VERSION, PLURAL, KIND = "waits.kstack.test", "v1", "widgets", "Widget"

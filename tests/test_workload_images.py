@@ -45,6 +45,7 @@ def twin(tmp_path_factory):
 
 
 @pytest.mark.twin
+@pytest.mark.xdist_group("workload-images-twin")
 def test_the_twin_has_the_charts_image_auto_and_the_injected_proxy_image_on_the_pods(twin):
     kube = Kube(twin.kubeconfig_path, twin.context)
     dep = kube.get("apps/v1", "Deployment", GATEWAY[1], GATEWAY[0])
@@ -61,6 +62,7 @@ def _images_check(twin, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.twin
+@pytest.mark.xdist_group("workload-images-twin")
 def test_workload_images_pass_where_the_gateway_template_says_auto(twin, tmp_path):
     proc = _images_check(twin, tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -69,6 +71,7 @@ def test_workload_images_pass_where_the_gateway_template_says_auto(twin, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.twin
+@pytest.mark.xdist_group("workload-images-twin")
 def test_workload_images_catch_a_pod_that_runs_another_image(twin, tmp_path):
     kube = Kube(twin.kubeconfig_path, twin.context)
     pods, _ = kube.list("v1", "Pod", "kserve", label_selector="control-plane=kserve-controller-manager")

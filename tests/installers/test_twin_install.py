@@ -17,6 +17,8 @@ from stack.record import to_data
 from stack.wait import Deadline
 
 pytestmark = pytest.mark.twin
+# The tests of the module's installed seed twin run on one worker, which starts that twin once.
+INSTALLED_SEED = pytest.mark.xdist_group("installed-seed")
 
 CRD_PATH = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/(?:namespaces/[^/]+/)?(?P<plural>[^/]+)(?:/|$)")
 
@@ -34,6 +36,7 @@ def _subset(profile: Profile, names: list[str], **changes) -> Profile:
 
 
 # -- a full install of the seed stack onto a fresh twin -----------------------------------------------------------------
+@INSTALLED_SEED
 def test_fresh_install_installs_every_component_in_order(installed_seed):
     e = installed_seed
     assert [(c.name, c.action) for c in e.report.components] == [
@@ -48,6 +51,7 @@ def test_fresh_install_installs_every_component_in_order(installed_seed):
     assert to_data(e.report)["downloads"][0].keys() == {"url", "sha256", "pinned"}
 
 
+@INSTALLED_SEED
 def test_crds_are_applied_before_their_custom_resources(installed_seed):
     entries = _apply_entries(installed_seed)
     first_crd: dict[str, int] = {}
@@ -86,6 +90,7 @@ def _check_helm_calls(e) -> None:
         assert call["values"][rest[5]] == (r.get("values") or {})
 
 
+@INSTALLED_SEED
 def test_helm_commands_match_the_profile(installed_seed):
     _check_helm_calls(installed_seed)
 
@@ -109,6 +114,7 @@ def test_other_shipped_profiles_install_with_the_profile_helm_commands(name, tmp
         e.twin.stop()
 
 
+@INSTALLED_SEED
 def test_rerun_in_auto_mode_makes_zero_writes(installed_seed):
     e = installed_seed
     before = e.writes()
@@ -124,6 +130,7 @@ def test_rerun_in_auto_mode_makes_zero_writes(installed_seed):
     assert [c["argv"][0] for c in e.helm_calls()[helm_before:]] in ([], ["version"])
 
 
+@INSTALLED_SEED
 def test_mode_never_writes_nothing(installed_seed):
     e = installed_seed
     before = e.writes()
@@ -133,6 +140,7 @@ def test_mode_never_writes_nothing(installed_seed):
     assert e.writes() == before
 
 
+@INSTALLED_SEED
 def test_version_mismatch_in_auto_is_refused(installed_seed):
     e = installed_seed
     data = copy.deepcopy(e.profile.data)
@@ -144,6 +152,7 @@ def test_version_mismatch_in_auto_is_refused(installed_seed):
     assert e.writes() == before
 
 
+@INSTALLED_SEED
 def test_ssa_updates_and_image_rewrites_before_apply(installed_seed):
     e = installed_seed
     kube = e.ctx().kube
@@ -172,6 +181,7 @@ def test_ssa_updates_and_image_rewrites_before_apply(installed_seed):
     manifests.apply_manifest(e.ctx(), "kserve", e.profile.components["kserve"].manifests[0], Deadline(30))
 
 
+@INSTALLED_SEED
 def test_delete_removes_what_install_created_and_nothing_else(installed_seed):
     e = installed_seed
     kube = e.ctx().kube

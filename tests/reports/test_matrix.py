@@ -1,7 +1,8 @@
 """The matrix page (reports/matrix.py) built from three real twin runs, one of them with a fault, and from missing,
 unreadable and cut-short runs; the HTML in headless Chromium; the runs merged into one Allure report with history.
 
-The three twin runs are shared by every test here (and by every xdist worker), so they run once per session."""
+The three twin runs are the session's shared runs (tests/twinruns.py): the profiles' own PASS runs of
+tests/test_acceptance_twin.py and its latest run with KServe's controller unable to pull its image."""
 from __future__ import annotations
 
 import json
@@ -11,20 +12,21 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from reports import build_html
 from reports.matrix import FAIL, INCOMPLETE, NOT_RUN, PASS, build_matrix, main, render_markdown
 from stack.criteria import CRITERIA
 from tests.helpers import CHROMIUM, headless_chromium
-from tests.test_acceptance_twin import run_twin
+from tests.test_acceptance_twin import CONTROLLER_PULL, controller_pull_run, profile_run
 from twin import toolchain
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
-FAULT = "imagepull:kserve/kserve-controller-manager"
 TWIN_K8S = toolchain.load_builds()["kubernetes"].version      # every profile's twin runs this one
-RUNS = {"seed": (), "latest": ("--twin-fault", FAULT, "--timeout-scale", "0.05"), "latest-standard": ()}
+# profile -> its run (seed and latest-standard as shipped; latest with the fault CONTROLLER_PULL)
+RUNS = {"seed": lambda runs: profile_run(runs, "seed"), "latest": controller_pull_run,
+        "latest-standard": lambda runs: profile_run(runs, "latest-standard")}
+assert CONTROLLER_PULL.endswith("kserve/kserve-controller-manager")     # what EXPECTED["latest"] describes
 KSERVE_WORKLOADS = ("workloads.test_workloads_ready[kserve]", "Image pull")
 
 # profile -> criterion -> (status, first failing test, its category); criteria not named here must PASS.
@@ -57,17 +59,9 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="session")
-def twin_runs(tmp_path_factory, worker_id) -> dict[str, Path]:
-    """profile -> its run folder (allure-results/, out/, junit.xml), run once for every xdist worker."""
-    base = tmp_path_factory.getbasetemp()
-    root = (base if worker_id == "master" else base.parent) / "matrix-twin-runs"
-    with FileLock(str(root) + ".lock"):
-        if not (root / "complete").exists():
-            for profile, args in RUNS.items():
-                shutil.rmtree(root / profile, ignore_errors=True)
-                run_twin(root / profile, "--profile", profile, *args)
-            (root / "complete").write_text("")
-    return {profile: root / profile for profile in RUNS}
+def twin_runs(shared_runs) -> dict[str, Path]:
+    """profile -> its run folder (allure-results/, out/, junit.xml), made once per session."""
+    return {profile: make(shared_runs).folder for profile, make in RUNS.items()}
 
 
 def _cells(matrix) -> dict[str, dict[str, tuple]]:
