@@ -17,8 +17,9 @@ ACTIONLINT := .cache/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
 
 .PHONY: acceptance acceptance-twin controlplane test test-fast venv venv-twin report matrix clean
 
-# Two workers; loadgroup keeps a module's twin on one worker, and tests/scheduling.py hands out the longest work first.
-TEST_ARGS := -n 2 --dist loadgroup
+# Three workers on two cores: a twin run waits more than it computes (about 0.6 of a core each). loadgroup keeps a
+# module's twin on one worker, and tests/scheduling.py hands out the longest work first.
+TEST_ARGS := -n 3 --dist loadgroup
 
 $(VENV)/.suite: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.scheduling import base_nodeid  # noqa: E402 - after the path: the scheduler's own reading of an id
+
 
 def read_junit(path: Path) -> dict[str, float]:
     """nodeid -> seconds, from pytest's JUnit XML (classname `tests.reports.test_x[.Class]`, name `test_y[param]`)."""
@@ -30,7 +32,7 @@ def read_junit(path: Path) -> dict[str, float]:
         for cut in range(len(parts), 0, -1):
             module = Path(*parts[:cut]).with_suffix(".py")
             if (ROOT / module).is_file():
-                nodeid = "::".join([module.as_posix(), *parts[cut:], case.get("name", "")])
+                nodeid = base_nodeid("::".join([module.as_posix(), *parts[cut:], case.get("name", "")]))
                 out[nodeid] = out.get(nodeid, 0.0) + float(case.get("time") or 0)
                 break
     return out

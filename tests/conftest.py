@@ -8,6 +8,7 @@ import random
 import pytest
 
 from tests import helpers, twinruns
+from tests.scheduling import base_nodeid
 
 
 def _is_worker(config) -> bool:
@@ -23,6 +24,21 @@ def pytest_configure(config) -> None:
 def pytest_report_header(config) -> list[str]:
     return [f"shared twins: fault runs in an order shuffled by {twinruns.FAULT_SEED_ENV}="
             f"{os.environ.get(twinruns.FAULT_SEED_ENV)} (set it to repeat an order)"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """In an xdist worker under --dist loadgroup: a test's xdist_group goes into its nodeid (`...::test@group`),
+    which is how the scheduler sees the group. xdist 3.8 writes it to `item._nodeid`, which pytest 9 no longer
+    reads (a node's id is `item._id`): without this, every group's tests were spread over the workers."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if groups and base_nodeid(item.nodeid) == item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -33,23 +33,35 @@ def fresh_twin_run(folder: Path, *args: str, env: dict | None = None) -> Run:
 
 # The whole runs tests read, made once per session (tests/twinruns.py SharedRuns): each profile as shipped, and
 # latest with KServe's controller unable to pull its image (the matrix page's faulty column, and the blocked checks).
+# They attach to the worker's shared twin of the profile, but one: latest-standard starts a twin of its own, as
+# `pytest suites/acceptance --cluster twin` does for a user (the start path of a run that passes).
 CONTROLLER_PULL = "imagepull:kserve/kserve-controller-manager"
+FRESH_PROFILE = "latest-standard"
 
 
-def profile_run(shared_runs, profile: str) -> Run:
-    return shared_runs.get(f"profile-{profile}", lambda folder: fresh_twin_run(folder, "--profile", profile))
+def profile_run(shared_runs, shared_twins, profile: str) -> Run:
+    if profile == FRESH_PROFILE:
+        return shared_runs.get(f"profile-{profile}", lambda folder: fresh_twin_run(folder, "--profile", profile))
+    return shared_runs.get(f"profile-{profile}", lambda folder: shared_twins(profile).run(folder, []))
 
 
-def controller_pull_run(shared_runs) -> Run:
-    return shared_runs.get("latest-controller-pull", lambda folder: fresh_twin_run(
-        folder, "--profile", "latest", "--twin-fault", CONTROLLER_PULL, "--timeout-scale", "0.05"))
+def controller_pull_run(shared_runs, shared_twins) -> Run:
+    return shared_runs.get("latest-controller-pull", lambda folder: shared_twins("latest").run(
+        folder, [CONTROLLER_PULL], "--timeout-scale", "0.05"))
+
+
+# Faults under which many checks wait out their budgets (every InferenceService stays unready, or nothing scales
+# to zero): their runs spread the checks over two workers, a module each, so the waits overlap (the CPU is idle
+# meanwhile); a whole run all the same.
+WAITING = {"isvc-stuck", "cabundle-invalid:istiod-default-validator", "scale-to-zero-stuck"}
 
 
 def fault_run(shared_runs, shared_twins, fault: str) -> Run:
     """seed with one fault, on this worker's shared seed twin (made once per session, read by the fault table and
     the category test)."""
+    parallel = ("-n", "2", "--dist", "loadscope") if fault in WAITING else ()
     return shared_runs.get(f"fault-{fault}", lambda folder: shared_twins("seed").run(
-        folder, [fault], "--timeout-scale", "0.05"))
+        folder, [fault], "--timeout-scale", "0.05", *parallel))
 
 
 def statuses(doc: dict) -> dict[str, str]:
@@ -57,8 +69,8 @@ def statuses(doc: dict) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("profile", available_profiles())
-def test_every_profile_passes_on_the_twin(shared_runs, profile):
-    run = profile_run(shared_runs, profile)
+def test_every_profile_passes_on_the_twin(shared_runs, shared_twins, profile):
+    run = profile_run(shared_runs, shared_twins, profile)
     doc, output = run.doc, run.output
     assert doc["verdict"] == "PASS", output[-5000:]
     assert doc["simulated"] is True
@@ -124,6 +136,7 @@ FAULTS = {
     "autoscaler-missing": ({"AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}, Category.AUTOSCALING),
     "scale-to-zero-stuck": ({"AC-SCALE-TO-ZERO"}, Category.AUTOSCALING),
 }
+assert set(FAULTS) >= WAITING, "a waiting fault is a fault of the table"
 S3_CAUSE = {"s3-wrong-credentials": "S3 error [403]: Forbidden",
             "s3-no-bucket": "S3 resource 'kstack-no-such-bucket' not found",
             "s3-wrong-key": "Failed to fetch model. No model found in no-such-model"}
@@ -155,11 +168,10 @@ def test_each_fault_fails_exactly_its_criteria_with_its_category(shared_runs, sh
     assert run.health == [], f"{fault} left: {run.health}"
 
 
-def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_cause(shared_runs):
-    """KServe's controller cannot pull its image (latest, struck at the twin's start: `--twin-fault`): the Iris
-    checks and KServe's admission check fail FAILED (not broken), blocked by AC-KSERVE-CONTROLLER, filed under
-    Image pull, naming the image, in every output."""
-    run = controller_pull_run(shared_runs)
+def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_cause(shared_runs, shared_twins):
+    """KServe's controller cannot pull its image (latest): the Iris checks and KServe's admission check fail FAILED
+    (not broken), blocked by AC-KSERVE-CONTROLLER, filed under Image pull, naming the image, in every output."""
+    run = controller_pull_run(shared_runs, shared_twins)
     doc, output, results = run.doc, run.output, run.results
     got = statuses(doc)
     failed = {c for c, s in got.items() if s == "failed"}
@@ -189,6 +201,7 @@ def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_ca
     attached |= {a["name"] for f in results.glob("*-container.json") for part in ("befores", "afters")
                  for b in json.loads(f.read_text()).get(part, []) for a in b.get("attachments", [])}
     assert "events-kserve.txt" in attached, attached
+    assert run.health == [], run.health         # the controller pulls again once the fault is undone
 
 
 def test_an_api_that_keeps_failing_is_an_infrastructure_failure(shared_twins, tmp_path):
@@ -226,14 +239,14 @@ def test_an_install_failure_keeps_its_evidence(tmp_path):
     assert "## Install failure" in md and failure["step"] in md and "WaitTimeout" in md
 
 
-@pytest.mark.parametrize("fault,layer", [("api-flaky:0.1", "api"), ("watch-drop", "watch")])
-def test_transient_faults_are_absorbed_by_bounded_retries_counted_in_the_signoff(shared_twins, tmp_path, fault,
-                                                                                 layer):
-    """A whole run under the fault: every check meets it, and the verdict is still PASS."""
-    run = shared_twins("seed").run(tmp_path, [fault])
+def test_transient_faults_are_absorbed_by_bounded_retries_counted_in_the_signoff(shared_twins, tmp_path):
+    """A whole run under both transient faults at once (10 % of the API requests failing, every watch dropped):
+    every check meets them, each retry layer absorbs its own, and the verdict is still PASS."""
+    run = shared_twins("seed").run(tmp_path, ["api-flaky:0.1", "watch-drop"])
     doc = run.doc
     assert doc["verdict"] == "PASS", run.output[-5000:]
-    assert doc["retries"]["by_layer"].get(layer, 0) > 0, doc["retries"]
+    assert doc["retries"]["by_layer"].get("api", 0) > 0 and doc["retries"]["by_layer"].get("watch", 0) > 0, \
+        doc["retries"]
     recorded = sum(len(f.read_text().splitlines()) for f in run.results.glob("kstack-retries-*.jsonl"))
     assert doc["retries"]["total"] == recorded
     assert f"{doc['retries']['total']} retries" in run.signoff_md()

@@ -113,8 +113,11 @@ def passed(doc: dict) -> bool:
 
 
 @pytest.mark.twin
-def test_kind_path_creates_installs_verifies_and_deletes(world):
-    doc, output = world.run("first")
+def test_kind_path_creates_installs_verifies_then_reuses_without_installing_and_deletes(world):
+    """One kind cluster's life, as a user lives it: the first run creates it with the profile's node image and
+    port mapping, installs the stack and keeps it (--keep-cluster); the next run reuses it by name, installs
+    nothing, and deletes it at its end."""
+    doc, output = world.run("first", "--keep-cluster")
     assert passed(doc), output[-5000:]
     assert doc["simulated"] is True and doc["cluster"]["provider"] == "kind"
     create = next(line for line in world.kind_log() if line.startswith("create cluster"))
@@ -122,22 +125,17 @@ def test_kind_path_creates_installs_verifies_and_deletes(world):
     config = yaml.safe_load((world.bin / "kind-config.yaml").read_text())
     assert config["nodes"][0]["image"] == world.profile.kind["node_image"]
     assert config["nodes"][0]["extraPortMappings"][0]["containerPort"] == 31080
-    assert any(line.startswith("delete cluster") and "--name=kt" in line for line in world.kind_log())
     assert world.helm_installs() == ["cert-manager", "istio-base", "istiod", "istio-ingressgateway"]
-
-
-@pytest.mark.twin
-def test_kind_cluster_is_reused_by_name_and_a_rerun_installs_nothing(world):
-    world.run("first", "--keep-cluster")
     assert not any(line.startswith("delete cluster") for line in world.kind_log()), "--keep-cluster kept it"
-    installs = len(world.helm_installs())
-    doc, output = world.run("second", "--keep-cluster")
+
+    doc, output = world.run("second")
     assert passed(doc), output[-5000:]
     log = world.kind_log()
     assert sum(line.startswith("create cluster") for line in log) == 1, log
     assert any(line.startswith("export kubeconfig") for line in log), log
-    assert len(world.helm_installs()) == installs, "the rerun called helm again"
+    assert len(world.helm_installs()) == 4, "the rerun called helm again"
     assert "already at v1.13.0; skipping" in output
+    assert any(line.startswith("delete cluster") and "--name=kt" in line for line in world.kind_log())
 
 
 def test_a_missing_kind_binary_is_one_clear_error(tmp_path, fake_docker):

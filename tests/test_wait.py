@@ -217,12 +217,10 @@ def test_a_kind_established_after_discovery_is_found(twin, kube):
     assert kube.resource(API, "Gizmo").kind == "Gizmo"
 
 
-def test_fails_fast_on_an_image_pull_that_keeps_failing_with_a_sentence_and_its_category(tmp_path):
+def test_fails_fast_on_an_image_pull_that_keeps_failing_with_a_sentence_and_its_category(shared_twins):
     """The twin's KWOK Stages cycle ErrImagePull / ImagePullBackOff as kubelet does (its back-off compressed to about
     1.3 s a cycle): the third failed pull seen ends the wait, far before its 60 s deadline and the 60 s window."""
-    from twin import Twin
-    with Twin(Profile.load("seed"), faults=["imagepull:kserve/kserve-controller-manager"],
-              workdir=tmp_path / "twin") as t:
+    with shared_twins("seed").struck(["imagepull:kserve/kserve-controller-manager"]) as t:
         began = time.monotonic()
         with pytest.raises(TerminalState) as e:
             wait_for(Kube(t.kubeconfig_path, t.context),

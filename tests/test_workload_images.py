@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from stack.kube import Kube
-from stack.profile import Profile
 from stack.readiness import ContainerImage, workload_images
 from tests.helpers import run_pytest
 
@@ -38,9 +37,9 @@ def test_pods_are_the_truth_for_images_and_the_template_only_without_pods():
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory):
-    from twin import Twin
-    with Twin(Profile.load("seed"), workdir=tmp_path_factory.mktemp("twin")) as t:
+def twin(shared_twins):
+    """The worker's shared seed twin (a test that changes a Pod replaces it afterwards, as it was handed over)."""
+    with shared_twins("seed").struck([]) as t:
         yield t
 
 
@@ -79,7 +78,10 @@ def test_workload_images_catch_a_pod_that_runs_another_image(twin, tmp_path):
     containers = [dict(c, image="kserve/kserve-controller:v0.0.1") if c["name"] == "manager" else c
                   for c in pod["spec"]["containers"]]
     kube.merge_patch("v1", "Pod", pod["metadata"]["name"], "kserve", {"spec": {"containers": containers}})
-    proc = _images_check(twin, tmp_path)
+    try:
+        proc = _images_check(twin, tmp_path)
+    finally:     # its ReplicaSet makes a new one from the template: the controller as the twin handed it over
+        kube.delete("v1", "Pod", pod["metadata"]["name"], "kserve")
     assert proc.returncode == 1, proc.stdout[-4000:]
     assert ("kserve/kserve-controller-manager container manager: runs kserve/kserve-controller:v0.0.1, "
             "profile pins kserve/kserve-controller:v0.11.0") in proc.stdout

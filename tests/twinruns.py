@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -123,6 +124,7 @@ class SharedTwin:
         self.twin = None
         self.generation = 0        # how many twins this one has been (a failed gate replaces it)
         self.runs = 0
+        self._run: Run | None = None
 
     def _start(self):
         from stack.profile import Profile
@@ -138,21 +140,29 @@ class SharedTwin:
         """The suite attached to this twin with `faults` struck; they are undone afterwards and the health gate
         decides whether the next run gets this twin or a fresh one (the gate's findings are `Run.health`)."""
         folder.mkdir(parents=True, exist_ok=True)
+        from stack.record import write_handoff
+        with self.struck(faults, args) as twin:
+            handoff = write_handoff(twin.workdir, twin.handoff(), path=folder / "handoff.json")
+            self._run = run_suite(folder, "--cluster", "twin", "--twin-attach", str(handoff), "--profile",
+                                  self.profile, *args, env=env)
+        return self._run
+
+    @contextlib.contextmanager
+    def struck(self, faults: list[str], args: tuple = ()):
+        """This twin with `faults` struck (the twin itself, for a test that looks at it directly); then undone, and
+        the health gate. The run made meanwhile, if any, is `self._run`, and gets the gate's findings."""
         twin = self.twin or self._start()
         started = time.monotonic()
         self.runs += 1
+        self._run = None
         twin.set_faults(faults)
-        from stack.record import write_handoff
-        handoff = write_handoff(twin.workdir, twin.handoff(), path=folder / "handoff.json")
-        run = None
         try:
-            run = run_suite(folder, "--cluster", "twin", "--twin-attach", str(handoff), "--profile", self.profile,
-                            *args, env=env)
+            yield twin
         finally:
             health = self._gate(twin)
-            self._log(faults, args, time.monotonic() - started, health, run)
-        run.health = health
-        return run
+            self._log(faults, args, time.monotonic() - started, health, self._run)
+            if self._run is not None:
+                self._run.health = health
 
     def _gate(self, twin) -> list[str]:
         """Undo the faults, then the health gate; a twin that fails it is stopped, and the next run starts a fresh

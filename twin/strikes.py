@@ -175,7 +175,8 @@ def _undo_ca_bundle(twin, fault: Fault, saved: dict[str, list[dict]]) -> None:
 
 def webhook_tls_problems(twin) -> list[str]:
     """Each webhook of the profile's configurations that calls a Service: its caBundle must verify the certificate
-    the Service's endpoint serves for `<service>.<namespace>.svc`, as the API server verifies it."""
+    the Service's endpoints serve for `<service>.<namespace>.svc`, as the API server verifies it. An endpoint that
+    refuses the connection says nothing about the caBundle (its workload's readiness is looked at elsewhere)."""
     out = []
     for _, item in twin.profile.inventory("webhooks"):
         obj = twin.admin.get(ADMISSION, item["kind"], item["name"])
@@ -197,31 +198,36 @@ def _webhook_tls_problem(twin, client: dict) -> str | None:
     bundle = pki.unb64(client.get("caBundle"))
     if not bundle:
         return "no caBundle"
-    address = _service_endpoint(twin, service["namespace"], service["name"], int(service.get("port") or 443))
-    if address is None:
-        return f"Service {service['namespace']}/{service['name']} has no ready endpoint"
-    ctx = ssl.create_default_context(cadata=bundle.decode(errors="replace"))
     try:
-        with twin.netns.create_connection(address, timeout=5.0) as sock, \
-                ctx.wrap_socket(sock, server_hostname=f"{service['name']}.{service['namespace']}.svc"):
-            return None
-    except (OSError, ssl.SSLError) as e:
-        return f"TLS to {address[0]}:{address[1]} with its caBundle failed: {e}"
+        ctx = ssl.create_default_context(cadata=bundle.decode(errors="replace"))
+    except (ssl.SSLError, ValueError) as e:
+        return f"its caBundle is not a CA: {e}"
+    for address in _service_endpoints(twin, service["namespace"], service["name"], int(service.get("port") or 443)):
+        try:
+            with twin.netns.create_connection(address, timeout=5.0) as sock, \
+                    ctx.wrap_socket(sock, server_hostname=f"{service['name']}.{service['namespace']}.svc"):
+                return None
+        except ssl.SSLError as e:
+            return f"TLS to {address[0]}:{address[1]} does not verify with its caBundle: {e}"
+        except OSError:
+            continue
+    return None
 
 
-def _service_endpoint(twin, namespace: str, name: str, port: int) -> tuple[str, int] | None:
+def _service_endpoints(twin, namespace: str, name: str, port: int) -> list[tuple[str, int]]:
+    """The ready endpoints of the Service's port (pod IP, target port), as the API server picks one to call."""
     svc = twin.admin.get("v1", "Service", name, namespace)
     if svc is None:
-        return None
+        return []
     port_name = next((p.get("name") or "" for p in svc["spec"].get("ports") or [] if p.get("port") == port), None)
     slices = twin.admin.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
                              label_selector=f"kubernetes.io/service-name={name}")[0]
+    out = []
     for eps in slices:     # a slice's ports carry the Service ports' names ("" for an unnamed one)
         target = next((p.get("port") for p in eps.get("ports") or [] if (p.get("name") or "") == port_name), None)
-        for endpoint in eps.get("endpoints") or []:
-            if target and (endpoint.get("conditions") or {}).get("ready", True) and endpoint.get("addresses"):
-                return endpoint["addresses"][0], int(target)
-    return None
+        out += [(endpoint["addresses"][0], int(target)) for endpoint in eps.get("endpoints") or []
+                if target and (endpoint.get("conditions") or {}).get("ready", True) and endpoint.get("addresses")]
+    return out
 
 
 # -- default-sa-reads-secrets -----------------------------------------------------------------------------------------

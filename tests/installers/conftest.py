@@ -42,14 +42,19 @@ class Env:
         return self.twin.api.request_log.writes()
 
 
-def make_env(tmp: Path, profile: Profile, faults=(), preinstalled=False) -> Env:
+def make_env(tmp: Path, profile: Profile, faults=(), preinstalled=False, twin=None) -> Env:
+    """The installers' environment for `profile` on a new twin, or on `twin` (its request log is then reset, so
+    `writes()` and the log count this environment's requests only)."""
     from twin.cluster import Twin
     from twin.helm_stub import write_helm_shim
     from twin.manifest_mirror import write_mirror
     shim = write_helm_shim(tmp / "bin")
     mirror = write_mirror(profile, tmp / "mirror")
-    twin = Twin(profile, faults=list(faults), preinstalled=preinstalled, workdir=tmp / "twin")
-    twin.start()
+    if twin is None:
+        twin = Twin(profile, faults=list(faults), preinstalled=preinstalled, workdir=tmp / "twin")
+        twin.start()
+    else:
+        twin.api.request_log.reset()
     env = dict(os.environ)
     env.update({"PATH": f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}", "KSTACK_MANIFEST_MIRROR": mirror,
                 "KSTACK_CACHE_DIR": str(tmp / "cache"), "KSTACK_TWIN_PROFILE": str(profile.path),
@@ -58,11 +63,26 @@ def make_env(tmp: Path, profile: Profile, faults=(), preinstalled=False) -> Env:
     return Env(twin, profile, env, tmp / "helm.jsonl", tmp / "cache", tmp / "mirror", [])
 
 
+# The small installer tests share one empty twin (each gets its own helm log, cache, mirror and request log), so
+# they run on one worker, which starts that twin once.
+BARE_TWIN = pytest.mark.xdist_group("installers-bare-twin")
+
+
+@pytest.fixture(scope="module")
+def bare_twin(tmp_path_factory):
+    from twin.cluster import Twin
+    twin = Twin(Profile.load("seed"), preinstalled=False, workdir=tmp_path_factory.mktemp("bare") / "twin").start()
+    yield twin
+    twin.stop()
+
+
 @pytest.fixture
-def fresh_env(tmp_path):
-    e = make_env(tmp_path, Profile.load("seed"))
+def fresh_env(tmp_path, bare_twin):
+    """The installers on the module's empty twin (an object a test applies stays for the module: each applies its
+    own names)."""
+    e = make_env(tmp_path, Profile.load("seed"), twin=bare_twin)
     yield e
-    e.twin.stop()
+    bare_twin.api.faults.flaky_rate = 0.0
 
 
 @pytest.fixture(scope="module")

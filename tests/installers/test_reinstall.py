@@ -57,9 +57,9 @@ class BundleRecorder:
 
 @pytest.fixture
 def installed(tmp_path):
-    e = make_env(tmp_path, Profile.load("seed"))
+    """The seed stack as the Plan installed it (the twin's snapshot is that install; its caBundles are injected)."""
+    e = make_env(tmp_path, Profile.load("seed"), preinstalled=True)
     try:
-        Plan(e.ctx(timeout_scale=INSTALL_SCALE)).install()
         yield e
     finally:
         e.twin.stop()

@@ -15,6 +15,7 @@ from installers.plan import component_result
 from stack.profile import Profile
 from stack.record import to_data
 from stack.wait import Deadline
+from tests.installers.conftest import BARE_TWIN
 
 pytestmark = pytest.mark.twin
 # The tests of the module's installed seed twin run on one worker, which starts that twin once.
@@ -97,13 +98,15 @@ def test_helm_commands_match_the_profile(installed_seed):
 
 @pytest.mark.parametrize("name", ["latest", "latest-standard"])
 def test_other_shipped_profiles_install_with_the_profile_helm_commands(name, tmp_path):
+    """The profile's helm commands, as `--install always` gives them on its twin. The install from nothing of
+    these profiles is the one their twin's snapshot is made of (the same Plan, keyed by the installers' code: a
+    change to it installs them from nothing again, and a failure fails the twin's start)."""
     from tests.installers.conftest import INSTALL_SCALE, make_env
-    e = make_env(tmp_path, Profile.load(name))
+    e = make_env(tmp_path, Profile.load(name), preinstalled=True)
     try:
-        # A real API server establishes KServe 0.20's 16 CRDs one OpenAPI rebuild at a time: on two busy cores
-        # that takes longer than 5% of the profile's install budget.
-        report = Plan(e.ctx(timeout_scale=INSTALL_SCALE)).install()
-        assert {c.action for c in report.components} == {"installed"}
+        e.twin.api.request_log.reset()
+        report = Plan(e.ctx(mode="always", timeout_scale=INSTALL_SCALE)).install()
+        assert {c.action for c in report.components} == {"reapplied"}
         _check_helm_calls(e)
         assert any(c["argv"][3].startswith("oci://") and "--repo" not in c["argv"] for c in e.helm_calls()
                    if c["argv"][:2] == ["upgrade", "--install"])
@@ -204,6 +207,7 @@ def test_delete_removes_what_install_created_and_nothing_else(installed_seed):
 
 
 # -- ordering, retries and failures on a fresh twin ----------------------------------------------------------------------
+@BARE_TWIN
 def test_a_file_mixing_crs_and_crds_applies(fresh_env, tmp_path):
     e = fresh_env
     crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -229,6 +233,7 @@ def test_a_file_mixing_crs_and_crds_applies(fresh_env, tmp_path):
         < order.index(("widgets", "w"))
 
 
+@BARE_TWIN
 def test_race_signatures_are_retried_and_logged(fresh_env, monkeypatch):
     e = fresh_env
     ctx = e.ctx()
@@ -252,6 +257,7 @@ def test_race_signatures_are_retried_and_logged(fresh_env, monkeypatch):
     assert ctx.kube.get("v1", "ConfigMap", "raced", "default") is not None
 
 
+@BARE_TWIN
 def test_api_flakiness_is_retried(fresh_env):
     e = fresh_env
     ctx = e.ctx()
@@ -270,6 +276,7 @@ def test_api_flakiness_is_retried(fresh_env):
     assert len(ctx.kube.list("v1", "ConfigMap", "flaky")[0]) >= 15
 
 
+@BARE_TWIN
 def test_invalid_object_is_not_retried(fresh_env, monkeypatch):
     e = fresh_env
     ctx = e.ctx()
@@ -286,6 +293,7 @@ def test_invalid_object_is_not_retried(fresh_env, monkeypatch):
     # (the twin appends to its request log after answering, so the log is not read here: it may lag)
 
 
+@BARE_TWIN
 def test_missing_helm_fails_with_the_remedy(fresh_env, tmp_path):
     from installers import helm
     helm.reset_version_check()
@@ -297,6 +305,7 @@ def test_missing_helm_fails_with_the_remedy(fresh_env, tmp_path):
     helm.reset_version_check()
 
 
+@BARE_TWIN
 def test_pinned_sha_mismatch_fails_before_any_apply(fresh_env):
     e = fresh_env
     data = copy.deepcopy(e.profile.data)

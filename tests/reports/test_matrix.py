@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
 TWIN_K8S = toolchain.load_builds()["kubernetes"].version      # every profile's twin runs this one
 # profile -> its run (seed and latest-standard as shipped; latest with the fault CONTROLLER_PULL)
-RUNS = {"seed": lambda runs: profile_run(runs, "seed"), "latest": controller_pull_run,
-        "latest-standard": lambda runs: profile_run(runs, "latest-standard")}
+RUNS = {"seed": lambda runs, twins: profile_run(runs, twins, "seed"), "latest": controller_pull_run,
+        "latest-standard": lambda runs, twins: profile_run(runs, twins, "latest-standard")}
 assert CONTROLLER_PULL.endswith("kserve/kserve-controller-manager")     # what EXPECTED["latest"] describes
 KSERVE_WORKLOADS = ("workloads.test_workloads_ready[kserve]", "Image pull")
 
@@ -59,9 +59,9 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="session")
-def twin_runs(shared_runs) -> dict[str, Path]:
+def twin_runs(shared_runs, shared_twins) -> dict[str, Path]:
     """profile -> its run folder (allure-results/, out/, junit.xml), made once per session."""
-    return {profile: make(shared_runs).folder for profile, make in RUNS.items()}
+    return {profile: make(shared_runs, shared_twins).folder for profile, make in RUNS.items()}
 
 
 def _cells(matrix) -> dict[str, dict[str, tuple]]:

@@ -27,8 +27,10 @@ KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shut
 
 
 @pytest.fixture(scope="module")
-def seed(tmp_path_factory):
-    with Twin(Profile.load("seed"), workdir=tmp_path_factory.mktemp("seed") / "twin") as twin:
+def seed(shared_twins):
+    """The worker's shared seed twin, as handed over (what a test here creates, it deletes: the health gate after
+    the module says whether the next user gets this twin)."""
+    with shared_twins("seed").struck([]) as twin:
         yield twin
 
 
