@@ -35,6 +35,12 @@ CONTROL_PLANE_SECONDS = 90.0      # start of etcd, kube-apiserver, controller-ma
 READY_SECONDS = 60.0              # then the node Ready and the default ServiceAccount
 RESTORE_SECONDS = 120.0           # a restored stack's workloads Ready again
 NAMESPACE_STUCK_SECONDS = 300.0   # a run's deleted namespace still there after this: a finalizer that never ends
+# Each twin holds about 12 inotify instances (kube-apiserver 6 and kube-controller-manager 5 watch their certificate
+# files, KServe's controller 1), and the kernel's default allows 128 per user: a few twins at once (the self-tests run
+# up to ten) leave a new one's controller failing with "too many open files". kind documents the same limit for its
+# nodes and the same remedy (kind docs, known issues: "Pod errors due to too many open files": 512).
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_WANTED = 1024
 
 
 def _upstream_dir():
@@ -44,6 +50,23 @@ def _upstream_dir():
 
 class TwinError(Exception):
     """The twin cannot start: which part, why, and the remedy."""
+
+
+def ensure_inotify_instances(path: Path = INOTIFY_INSTANCES, wanted: int = INOTIFY_WANTED) -> str | None:
+    """Raise the per-user inotify instance limit to `wanted` where it is lower (the twin runs as root: it creates
+    network namespaces). Returns what was done, or why it could not be (then a twin may meet the limit)."""
+    try:
+        current = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None            # not Linux procfs: nothing to say
+    if current >= wanted:
+        return None
+    try:
+        path.write_text(f"{wanted}\n")
+    except OSError as e:
+        return (f"fs.inotify.max_user_instances is {current} and could not be raised ({e}); several twins at once "
+                f"may fail with 'too many open files': sysctl -w fs.inotify.max_user_instances={wanted}")
+    return f"raised fs.inotify.max_user_instances from {current} to {wanted} (several twins run at once)"
 
 
 def _require_twin_extras() -> None:
@@ -148,6 +171,9 @@ class Twin:
         mark = self._phase_marker(began)
         try:
             _require_twin_extras()
+            said = ensure_inotify_instances()
+            if said:
+                log.warning("twin: %s", said)
             try:
                 binaries = toolchain.binaries()
             except toolchain.ToolchainError as e:

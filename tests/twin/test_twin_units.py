@@ -1,0 +1,31 @@
+"""Parts of the twin that need no running twin."""
+from __future__ import annotations
+
+from twin.cluster import ensure_inotify_instances
+
+
+def test_the_inotify_instance_limit_is_raised_where_it_is_low_and_left_where_it_is_not(tmp_path):
+    limit = tmp_path / "max_user_instances"
+    limit.write_text("128\n")
+    said = ensure_inotify_instances(limit, 1024)
+    assert limit.read_text() == "1024\n" and said == ("raised fs.inotify.max_user_instances from 128 to 1024 "
+                                                      "(several twins run at once)")
+    limit.write_text("8192\n")
+    assert ensure_inotify_instances(limit, 1024) is None and limit.read_text() == "8192\n"
+    assert ensure_inotify_instances(tmp_path / "absent", 1024) is None
+
+
+class _ReadOnlyLimit:
+    """A limit file the kernel refuses to change (a container without CAP_SYS_ADMIN)."""
+
+    def read_text(self) -> str:
+        return "128\n"
+
+    def write_text(self, text: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+
+def test_a_limit_that_cannot_be_raised_is_said_with_the_remedy():
+    said = ensure_inotify_instances(_ReadOnlyLimit(), 1024)
+    assert said.startswith("fs.inotify.max_user_instances is 128 and could not be raised")
+    assert said.endswith("sysctl -w fs.inotify.max_user_instances=1024")
