@@ -124,7 +124,9 @@ def _profile_rows(m: Matrix) -> list[list[str]]:
     rows = [["verdict"] + [col.verdict for col in m.columns],
             ["simulated"] + [{True: "SIMULATED (twin)", False: "no (real cluster)", None: "unknown"}[col.run.simulated]
                              for col in m.columns],
-            ["Kubernetes"] + [text(col.run.server_version) for col in m.columns],
+            ["Kubernetes"] + [text(col.run.server_version) + (f" (OUTSIDE the tested range {col.run.outside_range})"
+                                                               if col.run.outside_range else "")
+                              for col in m.columns],
             ["cluster"] + [text(col.run.provider) for col in m.columns],
             ["node image"] + [text(col.run.node_image) for col in m.columns],
             ["duration"] + [format_seconds(col.run.duration_seconds) for col in m.columns],
@@ -138,6 +140,10 @@ def _notes(m: Matrix) -> list[str]:
     """Why each column is incomplete and each NOT RUN cell was not run, once per column and reason."""
     out = []
     for col in m.columns:
+        if col.run.outside_range:
+            out.append(f"{col.run.name}: Kubernetes {col.run.server_version} is outside the profile's tested range "
+                       f"{col.run.outside_range}: verified all the same (its sign-off quotes the components' "
+                       "statements)")
         if col.run.problem:
             out.append(f"{col.run.name}: INCOMPLETE: {col.run.problem}")
         for criterion, c in zip(m.criteria, col.cells, strict=True):

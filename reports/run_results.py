@@ -78,6 +78,7 @@ class RunResults:
     duration_seconds: float | None = None
     versions: tuple[ComponentVersion, ...] = ()
     criteria: tuple[CriterionOutcome, ...] = ()
+    outside_range: str | None = None   # the tested range the cluster's Kubernetes is outside of ("1.25-1.27")
 
     def criterion(self, criterion_id: str) -> CriterionOutcome | None:
         return next((c for c in self.criteria if c.id == criterion_id), None)
@@ -149,7 +150,7 @@ def read_run(run_dir: str | Path) -> RunResults:
         simulated=None if problem else doc["simulated"], profile=doc["profile"], provider=cluster.get("provider"),
         server_version=cluster.get("server_version"), node_image=cluster.get("node_image"), started=doc["started"],
         finished=doc["finished"], duration_seconds=_number(doc["duration_seconds"]), versions=versions,
-        criteria=criteria)
+        criteria=criteria, outside_range=(doc.get("support") or {}).get("tested_range"))
 
 
 def _str(value) -> str | None:

@@ -392,6 +392,7 @@ def build_signoff(results_dir: str | Path) -> dict:
         "images": data.get("images") or [],
         "downloads": data.get("downloads") or [],
         "limitations": _limitations(run, phases),
+        "support": data.get("support"),
         "simulation": data.get("simulation"),
         "install": data.get("install"),
         "failures": _failures(results, record),
@@ -588,6 +589,16 @@ def _phase_status(phase: dict) -> str:
     return phase["status"]
 
 
+OUTSIDE_RANGE_TITLE = "Outside the tested range"
+
+
+def support_text(support: dict) -> str:
+    """The support finding (stack.record.SupportFinding, as the document holds it) in one sentence."""
+    return (f"Kubernetes {support['server_version']} is outside profile '{support['profile']}''s tested range "
+            f"{support['tested_range']} (the intersection of its components' own statements, below). The stack was "
+            "verified all the same; --outside-tested-range fail makes such a run stop instead.")
+
+
 def render_markdown(doc: dict) -> str:
     out: list[str] = []
     if doc["simulated"]:
@@ -596,6 +607,10 @@ def render_markdown(doc: dict) -> str:
     for reason in doc["verdict_reasons"]:
         out.append(f"- {reason}")
     out.append("")
+    if doc.get("support"):
+        out += [f"> **{OUTSIDE_RANGE_TITLE}:** {support_text(doc['support'])}", ">"]
+        out += [f"> - {component}: {said}" for component, said in doc["support"]["statements"].items()]
+        out.append("")
     cluster = doc["cluster"]
     out += [
         f"- **Profile:** {_text(doc['profile'])}" + (f" (`{doc['profile_path']}`)" if doc.get("profile_path") else ""),
@@ -680,6 +695,7 @@ def render_markdown(doc: dict) -> str:
         out += ["## The simulated cluster", "",
                 "Control plane: " + ", ".join(f"{k} {v}" for k, v in sim["control_plane"].items()), "",
                 "Faults injected: " + (", ".join(sim.get("faults") or []) or "none"), "",
+                f"Scenario: {sim.get('scenario') or 'none'}", "",
                 _md_table(["part", "what runs", "detail"], [[x["name"], x["kind"], x["detail"]] for x in sim["parts"]]),
                 ""]
     out += ["## Known limitations", ""]
@@ -713,6 +729,11 @@ def render_html(doc: dict) -> str:
         p.append(f'<div class="banner" role="alert">{_h(SIMULATED_BANNER)}</div>')
     p.append(f'<h1>KServe stack sign-off: <span class="verdict {_h(doc["verdict"])}">{_h(doc["verdict"])}</span></h1>')
     p.append("<ul>" + "".join(f"<li>{_h(r)}</li>" for r in doc["verdict_reasons"]) + "</ul>")
+    if doc.get("support"):
+        p.append(f'<div class="banner support" role="note"><b>{_h(OUTSIDE_RANGE_TITLE)}:</b> '
+                 f'{_h(support_text(doc["support"]))}<ul>'
+                 + "".join(f"<li>{_h(c)}: {_h(said)}</li>" for c, said in doc["support"]["statements"].items())
+                 + "</ul></div>")
     cluster = doc["cluster"]
     summary = [
         ["Profile", _text(doc["profile"]) + (f" ({doc['profile_path']})" if doc.get("profile_path") else "")],
@@ -808,6 +829,7 @@ def render_html(doc: dict) -> str:
         p.append("<h2>The simulated cluster</h2>")
         p.append("<p>Control plane: " + _h(", ".join(f"{k} {v}" for k, v in sim["control_plane"].items())) + "</p>")
         p.append("<p>Faults injected: " + _h(", ".join(sim.get("faults") or []) or "none") + "</p>")
+        p.append(f"<p>Scenario: {_h(sim.get('scenario') or 'none')}</p>")
         p.append(_html_table(["part", "what runs", "detail"], [[x["name"], x["kind"], x["detail"]]
                                                                 for x in sim["parts"]]))
     p.append("<h2>Known limitations</h2>")

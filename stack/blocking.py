@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stack.checks import workloads
+from stack.checks import deployed, workloads
 from stack.criteria import COMPONENT_CRITERION
 from stack.failures import Category, CheckFailure
 from stack.wait import Deadline, look
@@ -43,6 +43,21 @@ class BlockedFailure(CheckFailure):
                          f"The check saw: {seen}", blocker.category)
 
 
+def find_missing(kube: "Kube", profile: "Profile", components: list[str]) -> Blocker | None:
+    """The first of these components (in install order) whose workloads are absent or scaled below what the profile
+    expects, or None. On an installed stack that stays so (checks.deployed), so a check that needs the component
+    fails at once, before it waits for anything: a missing ingress gateway blocks every predict call."""
+    for comp in profile.install_order():
+        if comp.name not in components or not comp.workloads or comp.name not in COMPONENT_CRITERION:
+            continue
+        status, _ = look(kube, deployed(comp.workloads, name=f"{comp.name} deployed"),
+                         Deadline(LOOK_SECONDS, "prerequisites"))
+        if status.terminal:
+            return Blocker(comp.name, COMPONENT_CRITERION[comp.name], status.terminal,
+                           status.category or Category.NOT_READY)
+    return None
+
+
 def find_blocker(kube: "Kube", profile: "Profile", components: list[str]) -> Blocker | None:
     """The first of these components (in install order) whose workloads are not Available now, or None."""
     for comp in profile.install_order():
@@ -54,3 +69,13 @@ def find_blocker(kube: "Kube", profile: "Profile", components: list[str]) -> Blo
             return Blocker(comp.name, COMPONENT_CRITERION[comp.name], status.observed,
                            status.category or Category.NOT_READY)
     return None
+
+
+def require_deployed(kube: "Kube", profile: "Profile", what: str) -> None:
+    """Before `what` (a model deploy) starts: every component of the profile deployed as it expects, else a
+    BlockedFailure at once, naming the missing workload (one look, no wait)."""
+    blocker = find_missing(kube, profile, list(profile.components))
+    if blocker is not None:
+        raise BlockedFailure(blocker, CheckFailure(f"{what} was not started: a component it needs is not deployed "
+                                                   "as the profile expects, and nothing will deploy it",
+                                                   blocker.category))

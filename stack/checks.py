@@ -9,6 +9,8 @@ requests (an admission dry-run) that run once its watched state is reached.
     crds(specs)                     every CRD exists, is Established and NamesAccepted, serves the versions
     workloads(refs)                 Deployments/DaemonSets Available with Ready pods; terminal on crash loops and on
                                     image pulls that keep failing through the kubelet's back-off
+    deployed(refs)                  the workloads exist and a Deployment asks for the replicas the profile expects:
+                                    on an installed stack, what is absent or scaled down stays so
     endpoints(refs)                 Services' Endpoints have a ready address
     webhook_ca_bundles(specs)       webhook configurations exist with a valid PEM caBundle
     webhooks_admit(names, profile)  the caBundles of those configurations and the Endpoints of their Services
@@ -168,15 +170,22 @@ def crds(specs: Iterable[dict], *, absent_is_terminal: bool = False, name: str =
     return Check(name, Category.CRD, (Source(CRD_API, CRD_KIND),), evaluate)
 
 
-def workloads(refs: Iterable[WorkloadRef], name: str = "workloads") -> Check:
-    """Deployments and DaemonSets Available, all replicas Ready at the current generation; terminal on crash loops of
-    their pods and on image pulls that persist through the kubelet's back-off (categorised by the pods' state)."""
-    refs = list(refs)
+def _workload_sources(refs: list[WorkloadRef], pods: bool) -> tuple[Source, ...]:
     sources: list[Source] = []
     for ns in dict.fromkeys(r.namespace for r in refs):
         kinds = {r.kind for r in refs if r.namespace == ns}
         sources += [Source("apps/v1", k, ns) for k in ("Deployment", "DaemonSet") if k in kinds]
-        sources.append(Source("v1", "Pod", ns))
+        if pods:
+            sources.append(Source("v1", "Pod", ns))
+    return tuple(sources)
+
+
+def workloads(refs: Iterable[WorkloadRef], *, absent_is_terminal: bool = False, name: str = "workloads") -> Check:
+    """Deployments and DaemonSets Available, all replicas Ready at the current generation; terminal on crash loops of
+    their pods and on image pulls that persist through the kubelet's back-off (categorised by the pods' state). Once
+    the stack is installed (or verified as it is, --install never) nothing creates a missing workload:
+    `absent_is_terminal` fails at once then."""
+    refs = list(refs)
 
     def evaluate(snap: Snapshot) -> Status:
         statuses = []
@@ -184,11 +193,38 @@ def workloads(refs: Iterable[WorkloadRef], name: str = "workloads") -> Check:
             obj = snap.get("apps/v1", r.kind, r.name, r.namespace)
             pods = [p for p in snap.items("v1", "Pod", r.namespace) if obj and readiness.selects(obj, p)]
             fn = readiness.deployment_status if r.kind == "Deployment" else readiness.daemonset_status
-            statuses.append(_deleted(snap, "apps/v1", r.kind, r.name, r.namespace)
-                            or fn(obj, pods, f"{r.namespace}/{r.name}"))
+            status = (_deleted(snap, "apps/v1", r.kind, r.name, r.namespace)
+                      or fn(obj, pods, f"{r.namespace}/{r.name}", r.min_replicas))
+            if obj is None and absent_is_terminal:
+                status = dataclasses.replace(status, terminal=status.observed)
+            statuses.append(status)
         return combine(statuses) if statuses else Status(True, "no workloads expected")
 
-    return Check(name, Category.NOT_READY, tuple(sources), evaluate)
+    return Check(name, Category.NOT_READY, _workload_sources(refs, pods=True), evaluate)
+
+
+def deployed(refs: Iterable[WorkloadRef], name: str = "deployed") -> Check:
+    """The workloads exist, and each Deployment asks for at least the replicas the profile expects (spec only, not
+    readiness). On an installed stack what fails this stays failed: nothing in the stack creates its own controllers
+    or scales them back up, so a check that needs them may fail at once (stack/blocking.py)."""
+    refs = list(refs)
+
+    def evaluate(snap: Snapshot) -> Status:
+        statuses = []
+        for r in refs:
+            obj = snap.get("apps/v1", r.kind, r.name, r.namespace)
+            ref = f"{r.kind.lower()} {r.namespace}/{r.name}"
+            want = int(((obj or {}).get("spec") or {}).get("replicas", 1))
+            if obj is None:
+                statuses.append(Status(False, f"{ref} absent", f"{ref} absent"))
+            elif r.kind == "Deployment" and want < r.min_replicas:
+                text = f"{ref} scaled to {want} replica(s), the profile expects at least {r.min_replicas}"
+                statuses.append(Status(False, text, text))
+            else:
+                statuses.append(Status(True, f"{ref} deployed"))
+        return combine(statuses) if statuses else Status(True, "no workloads expected")
+
+    return Check(name, Category.NOT_READY, _workload_sources(refs, pods=False), evaluate)
 
 
 def endpoints(refs: Iterable[str], *, category: Category = Category.WEBHOOK_TLS, name: str = "endpoints") -> Check:

@@ -62,6 +62,11 @@ class CheckFailure(AssertionError):
         super().__init__(f"{category.tag} {message}")
 
 
+class Unanswered(CheckFailure):
+    """A check that got no answer at all (a connection refused or reset, a gateway answering 503 until the deadline),
+    as opposed to a wrong answer: a component it needs that is not running may be the cause (stack/blocking.py)."""
+
+
 def expect(condition: object, category: Category, message: str) -> None:
     """An assertion of a check, failing with its category: `expect(sans == wanted, Category.CERTIFICATE, "...")`."""
     if not condition:

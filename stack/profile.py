@@ -128,6 +128,7 @@ class WorkloadRef(NamedTuple):
     kind: str          # Deployment | DaemonSet
     namespace: str
     name: str
+    min_replicas: int = 1   # the inventory's `replicas:` (the fewest the profile expects; a DaemonSet may expect 0)
 
 
 class MonitorRef(NamedTuple):
@@ -157,8 +158,10 @@ class Component:
     def workloads(self) -> list[WorkloadRef]:
         """The inventory's Deployments, then its DaemonSets."""
         inv = self.inventory
-        return [WorkloadRef("Deployment", w["namespace"], w["name"]) for w in inv.get("deployments", [])] + \
-               [WorkloadRef("DaemonSet", w["namespace"], w["name"]) for w in inv.get("daemonsets", [])]
+        return [WorkloadRef("Deployment", w["namespace"], w["name"], w.get("replicas", 1))
+                for w in inv.get("deployments", [])] + \
+               [WorkloadRef("DaemonSet", w["namespace"], w["name"], w.get("replicas", 1))
+                for w in inv.get("daemonsets", [])]
 
     @property
     def helm_releases(self) -> list[dict]:
@@ -218,6 +221,11 @@ class Profile:
         k = self.data["kubernetes"]
         return k["min"], k["max"]
 
+    @property
+    def kubernetes_statements(self) -> dict[str, str]:
+        """component -> its own Kubernetes support statement (the tested range is their intersection)."""
+        return dict(self.data["kubernetes"]["statements"])
+
     def supports_kubernetes(self, server_minor: int) -> bool:
         lo, hi = self.kubernetes_range
         return _minor(lo) <= server_minor <= _minor(hi)
@@ -247,6 +255,15 @@ class Profile:
     @property
     def image_overrides(self) -> dict[str, str]:
         return self.data.get("image_overrides", {})
+
+    def released_image(self, pinned: str) -> str | None:
+        """The image the release itself names, where the profile pins an override of it (else None)."""
+        return next((original for original, override in self.image_overrides.items() if override == pinned), None)
+
+    def retired_registry(self, image: str) -> str | None:
+        """Why the registry of `image` no longer serves it (the profile's note), or None."""
+        return next((r["note"] for r in self.data.get("retired_registries", []) if image.startswith(r["prefix"])),
+                    None)
 
     @property
     def registry_overrides(self) -> dict[str, str]:

@@ -13,6 +13,8 @@ workspace role bound in each test namespace.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import secrets
 import sys
@@ -146,30 +148,96 @@ def allowed(kube: Kube, p: Permission, namespace: str | None = None) -> bool:
 
 @dataclass(frozen=True)
 class Identity:
-    username: str | None          # None: the API server does not say (no SelfSubjectReview before 1.27)
+    username: str | None          # None: nothing says who it is (no SelfSubjectReview, opaque credentials, no option)
     groups: tuple[str, ...] = ()
+    source: str = "SelfSubjectReview"   # how it was found: the API server, the credentials or --verifier-subject
 
     def __str__(self) -> str:
         return self.username or "this kubeconfig's identity"
 
     def subject(self) -> tuple[str, str, str | None]:
         """(kind, name, namespace) of an RBAC subject for this identity."""
-        prefix = "system:serviceaccount:"
-        if self.username and self.username.startswith(prefix):
-            ns, _, name = self.username[len(prefix):].partition(":")
+        if self.username and self.username.startswith(SA_USER_PREFIX):
+            ns, _, name = self.username[len(SA_USER_PREFIX):].partition(":")
             return "ServiceAccount", name, ns
         return "User", self.username or "", None
 
 
-def whoami(kube: Kube) -> Identity:
-    """The identity the API server sees (SelfSubjectReview; every authenticated user may ask)."""
+SA_USER_PREFIX = "system:serviceaccount:"
+SA_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:{namespace}", "system:authenticated")
+
+
+def _service_account(username: str, source: str) -> Identity:
+    namespace = username[len(SA_USER_PREFIX):].partition(":")[0]
+    return Identity(username, tuple(g.format(namespace=namespace) for g in SA_GROUPS), source)
+
+
+class SubjectError(ValueError):
+    """A --verifier-subject that names no RBAC subject."""
+
+
+def parse_subject(text: str) -> Identity:
+    """`User:NAME` or `ServiceAccount:NS/NAME` (the subject the shipped role is bound to) as an Identity."""
+    kind, _, name = text.partition(":")
+    if kind == "User" and name:
+        return Identity(name, ("system:authenticated",), "--verifier-subject")
+    parts = name.split("/")
+    if kind == "ServiceAccount" and len(parts) == 2 and all(parts):
+        return _service_account(f"{SA_USER_PREFIX}{parts[0]}:{parts[1]}", "--verifier-subject")
+    raise SubjectError(f"{text!r} is not User:NAME or ServiceAccount:NAMESPACE/NAME")
+
+
+def _jwt_claims(token: str) -> dict | None:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def identity_from_credentials(configuration) -> Identity | None:
+    """Who the kubeconfig's credentials say the identity is, read locally (no API permission needed), where that is
+    what the API server would say (stack-facts-3.md §2.1-2.2; kubernetes/website authentication.md):
+    - a ServiceAccount token (bound or legacy): its `sub` claim is `system:serviceaccount:NS:NAME` and its groups
+      system:serviceaccounts and system:serviceaccounts:NS (kubernetes pkg/serviceaccount/claims.go, MakeUsername);
+    - a client certificate: the subject's common name is the user name, its organizations the groups.
+    Other tokens (OIDC, webhook, exec plugins) map to a user by the API server's configuration: None, never a guess."""
+    header = (getattr(configuration, "api_key", None) or {}).get("authorization") or ""
+    token = header[len("Bearer "):] if header.startswith("Bearer ") else ""
+    claims = _jwt_claims(token) if token else None
+    if claims and str(claims.get("sub", "")).startswith(SA_USER_PREFIX):
+        return _service_account(claims["sub"], "the ServiceAccount token's claims")
+    cert_file = getattr(configuration, "cert_file", None)
+    if cert_file and not token:
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+        try:
+            cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+        except (OSError, ValueError):
+            return None
+        names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        orgs = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+        if names:
+            return Identity(str(names[0]), (*orgs, "system:authenticated"), "the client certificate's subject")
+    return None
+
+
+def whoami(kube: Kube, subject: str | None = None) -> Identity:
+    """The identity the API server sees: its SelfSubjectReview where served (every authenticated user may ask; beta
+    in 1.27, GA in 1.28, absent before), else `subject` (--verifier-subject), else what the kubeconfig's credentials
+    say (a ServiceAccount token's claims, a client certificate's subject), else unknown."""
     for api_version in SSR_VERSIONS:
         if not kube.serves(api_version, "SelfSubjectReview"):
             continue
         review = kube.create({"apiVersion": api_version, "kind": "SelfSubjectReview", "metadata": {}})
         info = (review.get("status") or {}).get("userInfo") or {}
         return Identity(info.get("username"), tuple(info.get("groups") or ()))
-    return Identity(None)
+    if subject:
+        return parse_subject(subject)
+    return identity_from_credentials(kube.api_client.configuration) or Identity(None, (), "nothing")
 
 
 @dataclass(frozen=True)
@@ -185,8 +253,19 @@ class Review:
     needed: int
     missing: list[Missing] = field(default_factory=list)
     grant: WorkspaceGrant | None = None   # the workspace role to bind per test namespace (None: held everywhere)
+    # The workspace role must be bound to this identity, and nothing says who it is (Kubernetes before 1.27 serves no
+    # SelfSubjectReview, and the credentials are opaque): --verifier-subject names it.
+    unknown_identity: bool = False
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.missing) or self.unknown_identity
 
     def problem(self, profile_name: str) -> str:
+        if not self.missing:
+            return ("the API server cannot say who this kubeconfig's identity is (it serves no SelfSubjectReview "
+                    "before Kubernetes 1.27) and its credentials do not say either; the suite binds the workspace "
+                    "role in each test namespace to that identity")
         lines: dict[tuple, list[str]] = {}
         for m in self.missing:
             p = m.permission
@@ -196,15 +275,17 @@ class Review:
         return (f"{self.identity} lacks {len(self.missing)} of the {self.needed} permissions the checks of profile "
                 f"'{profile_name}' need on an existing cluster (--install never):\n{listed}")
 
-    @staticmethod
-    def remedy() -> str:
+    def remedy(self) -> str:
+        if not self.missing:
+            return (f"name it: --verifier-subject ServiceAccount:{'/'.join(Manifest.load().service_account)} for "
+                    "the shipped verifier's kubeconfig (otherwise User:NAME or ServiceAccount:NAMESPACE/NAME)")
         return ("bind the identity to the suite's shipped role as a cluster admin: `kubectl apply -f "
                 "deploy/rbac/verifier.yaml` (and deploy/rbac/verifier-guard.yaml on Kubernetes 1.30+), then run with "
                 "the kubeconfig of `python -m stack.rbac kubeconfig --kubeconfig ADMIN --out verifier.kubeconfig` "
                 "(README: \"Verifying a cluster without cluster-admin\")")
 
 
-def review(kube: Kube, profile: Profile, manifest: Manifest | None = None) -> Review:
+def review(kube: Kube, profile: Profile, manifest: Manifest | None = None, subject: str | None = None) -> Review:
     """What this identity lacks of what the profile's checks need, asked of the API server (one SelfSubjectAccessReview
     per permission: authoritative, unlike a rules review, whatever the authorizers are).
 
@@ -213,7 +294,7 @@ def review(kube: Kube, profile: Profile, manifest: Manifest | None = None) -> Re
     `bind` and the role's rules as the cluster has them count instead."""
     manifest = manifest or Manifest.load()
     cluster, workspace = needed(manifest, profile)
-    identity = whoami(kube)
+    identity = whoami(kube, subject)
     result = Review(identity, len(cluster) + len(workspace))
     result.missing += [Missing(p, "cluster-wide") for p in cluster if not allowed(kube, p)]
     probe_ns = f"kstack-preflight-{secrets.token_hex(4)}"
@@ -232,8 +313,7 @@ def review(kube: Kube, profile: Profile, manifest: Manifest | None = None) -> Re
     result.missing += [Missing(p, "in each test namespace", why) for p in lacking
                        if on_cluster is None or not on_cluster.covers(p)]
     if not identity.username:
-        result.missing.append(Missing(Permission("create", "authentication.k8s.io", "selfsubjectreviews"),
-                                      "cluster-wide", "the suite binds the workspace role to the identity it reports"))
+        result.unknown_identity = True
     return result
 
 

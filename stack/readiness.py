@@ -7,10 +7,16 @@ from __future__ import annotations
 import base64
 import fnmatch
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import NamedTuple
+
+from typing import TYPE_CHECKING
 
 from stack.failures import WAITING_REASON_CATEGORY, Category
 from stack.snapshot import Persisting, Status
+
+if TYPE_CHECKING:
+    from stack.profile import Profile
 
 # Container states that do not resolve by waiting: fail fast on them.
 TERMINAL_WAITING = {"InvalidImageName", "ErrImageNeverPull", "CrashLoopBackOff",
@@ -25,6 +31,14 @@ PULL_FAILED_ATTEMPT = {"ErrImagePull", "RegistryUnavailable"}
 PULL_BACKING_OFF = {"ImagePullBackOff"}
 PULL_FAILED_ATTEMPTS = 3
 PULL_FAILURE_WINDOW_SECONDS = 60.0
+
+# Restarts are judged by what happens now, not by a Pod's lifetime count (stack-facts-3.md §2.3): the kubelet resets a
+# container's restart back-off once it has run 10 minutes without problems (pkg/kubelet/kubelet.go, HasExpiredFunc
+# 600 s), so a container whose last termination is older than that is out of any loop the kubelet tracks. A loop is
+# CrashLoopBackOff now, or RESTARTS_IN_A_LOOP restarts with the last one inside that window (a restart seen while the
+# suite watches always is). Older restarts are evidence: how many, the last reason, when.
+RECENT_TERMINATION_SECONDS = 600.0
+RESTARTS_IN_A_LOOP = 3
 
 
 def condition(obj: dict | None, type_: str) -> dict | None:
@@ -52,14 +66,46 @@ class PodHealth(NamedTuple):
     problems: list[str]              # sentences about unhealthy containers
     terminal: str | None             # the first problem that waiting cannot fix
     category: Category | None        # what kind of problem the terminal one is (else a persisting one)
-    looping: list[str]               # containers restarting in a loop
+    looping: list[str]               # containers restarting in a loop now
     persisting: list[Persisting]     # states terminal only if they persist (image pulls the kubelet retries)
+    past_restarts: list[str]         # restarts out of any loop now (older than RECENT_TERMINATION_SECONDS): evidence
 
 
-def pod_problems(pod: dict) -> PodHealth:
+def _parse_time(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def restarts(cs: dict, now: datetime | None = None) -> tuple[str | None, bool]:
+    """(a sentence about a container's restarts or None when it never restarted, whether they are a loop now)."""
+    count = cs.get("restartCount") or 0
+    if not count:
+        return None, False
+    last = (cs.get("lastState") or {}).get("terminated") or {}
+    finished = _parse_time(last.get("finishedAt"))
+    ago = ((now or datetime.now(timezone.utc)) - finished).total_seconds() if finished else None
+    text = f"container {cs.get('name')} restarted {count} time{'' if count == 1 else 's'}"
+    if last:
+        text += f", last {last.get('reason') or 'terminated'} (exit {last.get('exitCode')})"
+    text += f" {_age(max(ago, 0))} ago" if ago is not None else " (last termination not reported)"
+    # Without a reported finish time the kubelet lost the state (a node restart): judged by the count alone.
+    recent = ago is None or ago <= RECENT_TERMINATION_SECONDS
+    return text, recent and count >= RESTARTS_IN_A_LOOP
+
+
+def pod_problems(pod: dict, now: datetime | None = None) -> PodHealth:
     """Sentences about a pod's unhealthy containers, the terminal one if any, and the states terminal only if they
-    persist."""
-    problems, terminal, category, looping, persisting = [], None, None, [], []
+    persist; restarts in a loop now, and past ones as evidence."""
+    problems, terminal, category, looping, persisting, past = [], None, None, [], [], []
     spec_images = {c["name"]: c.get("image", "") for c in (pod.get("spec") or {}).get("containers", []) +
                    (pod.get("spec") or {}).get("initContainers", [])}
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
@@ -90,12 +136,15 @@ def pod_problems(pod: dict) -> PodHealth:
                     terminal, category = text, Category.CRASH_LOOP
             elif kind == "container" and not cs.get("ready"):
                 problems.append(f"container {name} not ready")
-            if cs.get("restartCount", 0) >= 3 and kind == "container":
-                problems.append(f"container {name} restarted {cs['restartCount']} times")
-                looping.append(f"container {name} restarted {cs['restartCount']} times")
+            said, in_loop = restarts(cs, now) if kind == "container" else (None, False)
+            if in_loop:
+                problems.append(said)
+                looping.append(said)
+            elif said:
+                past.append(said)
     if terminal is None and persisting:
         category = persisting[0].category
-    return PodHealth(problems, terminal, category, looping, persisting)
+    return PodHealth(problems, terminal, category, looping, persisting, past)
 
 
 def _said(state: dict) -> str:
@@ -108,40 +157,46 @@ def _said(state: dict) -> str:
 def pods_summary(pods: list[dict]) -> PodHealth:
     """The pods' combined health: their distinct problems, the first terminal one (its category, else that of a
     persisting state), loops and persisting states."""
-    problems, terminal, category, looping, persisting = [], None, None, [], []
+    problems, terminal, category, looping, persisting, past = [], None, None, [], [], []
     for pod in pods:
         health = pod_problems(pod)
         problems += health.problems
         looping += health.looping
         persisting += health.persisting
+        past += health.past_restarts
         if terminal is None and health.terminal:
             terminal, category = health.terminal, health.category
     if terminal is None and persisting:
         category = persisting[0].category
-    return PodHealth(list(dict.fromkeys(problems)), terminal, category, looping, persisting)
+    return PodHealth(list(dict.fromkeys(problems)), terminal, category, looping, persisting, past)
 
 
 # -- workloads -------------------------------------------------------------------------------------------------------
-def deployment_status(dep: dict | None, pods: list[dict], ref: str) -> Status:
-    """Available, with all replicas Ready at the current observedGeneration; terminal on pull/crash loops."""
+def deployment_status(dep: dict | None, pods: list[dict], ref: str, min_replicas: int = 1) -> Status:
+    """Available, with all replicas Ready at the current observedGeneration, and at least `min_replicas` of them (the
+    profile's expectation: a Deployment scaled to 0 is Available with 0 of 0 and serves nothing); terminal on pull and
+    crash loops, and on fewer desired replicas than expected (nothing in the stack scales its controllers back up)."""
     if dep is None:
         return Status(False, f"deployment {ref} absent")
     spec, st = dep.get("spec") or {}, dep.get("status") or {}
     want = spec.get("replicas", 1)
     ready = st.get("readyReplicas", 0)
     gen_ok = st.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
-    done = (gen_ok and ready == want and st.get("availableReplicas", 0) == want
-            and st.get("updatedReplicas", 0) == want and not st.get("unavailableReplicas")
-            and (want == 0 or condition_true(dep, "Available")))
+    rolled_out = (gen_ok and ready == want and st.get("availableReplicas", 0) == want
+                  and st.get("updatedReplicas", 0) == want and not st.get("unavailableReplicas")
+                  and (want == 0 or condition_true(dep, "Available")))
     health = pods_summary(pods)
     text = f"deployment {ref}: {ready}/{want} ready"
     if not gen_ok:
         text += " (status not yet observed for the current generation)"
     if health.problems:
         text += f"; {'; '.join(health.problems)}"
-    elif not done and not pods:
+    elif not rolled_out and not pods:
         text += "; no pods yet"
-    return _workload_status(done, text, health)
+    if want < min_replicas:
+        text += f"; scaled to {want} replica(s), the profile expects at least {min_replicas}"
+        return Status(False, text, text, Category.NOT_READY)
+    return _workload_status(rolled_out, text, health)
 
 
 def _workload_status(done: bool, text: str, health: PodHealth) -> Status:
@@ -152,16 +207,20 @@ def _workload_status(done: bool, text: str, health: PodHealth) -> Status:
                   health.persisting)
 
 
-def daemonset_status(ds: dict | None, pods: list[dict], ref: str) -> Status:
+def daemonset_status(ds: dict | None, pods: list[dict], ref: str, min_replicas: int = 1) -> Status:
+    """Every scheduled pod Ready at the current generation, and at least `min_replicas` scheduled (a DaemonSet whose
+    nodeSelector matches no node schedules none: the profile says 0 where that is expected)."""
     if ds is None:
         return Status(False, f"daemonset {ref} absent")
     st = ds.get("status") or {}
     desired = st.get("desiredNumberScheduled", 0)
     ready = st.get("numberReady", 0)
     gen_ok = st.get("observedGeneration", 0) >= ds["metadata"].get("generation", 0)
-    done = gen_ok and ready == desired and st.get("updatedNumberScheduled", 0) == desired
+    done = gen_ok and ready == desired and st.get("updatedNumberScheduled", 0) == desired and desired >= min_replicas
     health = pods_summary(pods)
     text = f"daemonset {ref}: {ready}/{desired} ready" + (f"; {'; '.join(health.problems)}" if health.problems else "")
+    if gen_ok and desired < min_replicas:
+        text += f"; {desired} scheduled, the profile expects at least {min_replicas}"
     return _workload_status(done, text, health)
 
 
@@ -204,6 +263,24 @@ def workload_images(workload: dict, pods: list[dict]) -> list[ContainerImage]:
 def image_matches(expected: str, actual: str) -> bool:
     """Profile images may end in '@sha256:*' where the digest cannot be pinned."""
     return fnmatch.fnmatchcase(actual, expected) if "*" in expected else actual == expected
+
+
+@dataclass(frozen=True)
+class ImageJudgement:
+    matches: bool            # the profile's pin, or the release's own image that the pin overrides
+    risk: str | None         # why a new Pod could not pull it (a retired registry), else None
+
+
+def judge_image(profile: "Profile", expected: str, actual: str) -> ImageJudgement:
+    """A running image against the profile's pin. The release's own image, where the profile pins a replacement
+    (image_overrides), is the release as a hand install applies it: it matches, and if its registry is retired the
+    running Pod started from a node's cache and a new one cannot pull it, a risk said beside the match."""
+    risk = profile.retired_registry(actual)
+    if risk:
+        risk = f"{actual}: {risk}; a new or rescheduled Pod cannot pull it" + (
+            f" (the profile pins {expected})" if expected != actual else "")
+    matches = image_matches(expected, actual) or profile.released_image(expected) == actual
+    return ImageJudgement(matches, risk)
 
 
 # -- CRDs, certificates, endpoints, webhooks ---------------------------------------------------------------------------

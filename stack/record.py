@@ -63,6 +63,22 @@ class Simulation:
     parts: list[SimulatedPart] = field(default_factory=list)
     limitations: list["Limitation"] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)     # the twin faults active when the cluster was handed over
+    scenario: str | None = None     # the cluster's history the twin made (twin/scenarios.py), e.g. "first-user"
+
+
+@dataclass
+class SupportFinding:
+    """The cluster's Kubernetes is outside the profile's tested range (the intersection of its components' support
+    statements): verified all the same, and said in every report (--outside-tested-range fail stops the run instead)."""
+    server_version: str
+    tested_range: str                # "1.25-1.27"
+    profile: str
+    statements: dict[str, str] = field(default_factory=dict)   # component -> its own statement, with its source
+
+    def sentence(self) -> str:
+        return (f"Kubernetes {self.server_version} is outside profile '{self.profile}''s tested range "
+                f"{self.tested_range}: the stack was verified all the same, on a version its components do not state "
+                f"support for")
 
 
 @dataclass
@@ -94,6 +110,7 @@ class ClusterHandoff:
     simulation: Simulation | None = None        # the twin's own account of itself
     workspace: WorkspaceGrant | None = None     # existing clusters: bound in each test namespace (None: not needed)
     s3: S3Settings | None = None                # the twin's own S3 store (else the run's KSTACK_S3_* settings)
+    support: SupportFinding | None = None       # the server's Kubernetes outside the profile's tested range
 
 
 @dataclass
@@ -282,6 +299,7 @@ class RunRecord:
     install: InstallResult | None = None
     simulation: Simulation | None = None
     errors: list[str] = field(default_factory=list)   # what could not be read from the cluster at the end
+    support: SupportFinding | None = None             # the cluster's Kubernetes outside the profile's tested range
     suite: SuiteInfo = field(default_factory=SuiteInfo)
     runner: RunnerInfo = field(default_factory=RunnerInfo)
     schema_version: int = SCHEMA_VERSION
@@ -506,6 +524,27 @@ def write_handoff(workdir: Path, handoff: ClusterHandoff, path: Path | None = No
 def read_handoff(path: Path) -> tuple[ClusterHandoff, Path]:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     return from_data(ClusterHandoff, data["cluster"]), Path(data["workdir"])
+
+
+# The twin's account of itself on its node, for a run that meets it as `--cluster existing` (through a kubeconfig,
+# as the least-privilege verifier, which may read Nodes): its parts, limitations, faults and scenario.
+SIMULATION_ANNOTATION = "kstack.io/simulation"
+
+
+def simulation_annotation(simulation: Simulation) -> str:
+    return json.dumps({"schema_version": SCHEMA_VERSION, "simulation": to_data(simulation)}, sort_keys=True)
+
+
+def simulation_from_node(node: dict) -> Simulation | None:
+    """The Simulation a twin wrote on its node, or None (a real node, or an account of another schema version)."""
+    text = ((node.get("metadata") or {}).get("annotations") or {}).get(SIMULATION_ANNOTATION)
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        return None
+    return from_data(Simulation, data.get("simulation") or {})
 
 
 def write_install(workdir: Path, result: InstallResult) -> Path:

@@ -60,6 +60,7 @@ def test_twin_fault_needs_the_twin():
 @pytest.mark.parametrize("args,message", [
     (("--cert-window-days", "-1"), "--cert-window-days must be zero or more days, got -1.0"),
     (("--prometheus-url", "prometheus:9090"), "--prometheus-url must be an http:// or https:// URL"),
+    (("--verifier-subject", "alice"), "--verifier-subject: 'alice' is not User:NAME or ServiceAccount:NAMESPACE/NAME"),
 ])
 def test_a_bad_security_or_monitoring_option_is_one_clear_error(args, message):
     out = run_pytest("suites/acceptance", *args, env=NO_DOCKER, timeout=60)
@@ -180,22 +181,33 @@ class _FakeKube:
         return {"major": "1", "minor": self.minor, "git_version": f"v1.{self.minor}.0"}
 
 
-def test_api_unreachable_and_version_outside_the_range():
+def test_api_unreachable_is_one_error():
     from stack.kube import ApiUnreachable
     with pytest.raises(preflight.PreflightError, match="API server unreachable"):
         preflight.check_api(_FakeKube(error=ApiUnreachable("https://10.0.0.1:6443", "connection refused")),
                             Profile.load("seed"))
-    with pytest.raises(preflight.PreflightError, match="outside profile 'seed''s supported range 1.25-1.27"):
-        preflight.check_api(_FakeKube("30"), Profile.load("seed"))
-    assert preflight.check_api(_FakeKube("27+"), Profile.load("seed"))["minor"] == "27+"
 
 
-def test_the_twins_version_outside_the_range_is_a_limitation_not_a_preflight_failure(capsys):
-    """The twin runs one Kubernetes for every profile; a real cluster outside the range still fails."""
-    assert preflight.check_api(_FakeKube("34"), Profile.load("seed"), is_twin=lambda: True)["minor"] == "34"
-    assert "a limitation of the simulation" in capsys.readouterr().out
-    with pytest.raises(preflight.PreflightError, match="outside profile 'seed''s supported range"):
-        preflight.check_api(_FakeKube("34"), Profile.load("seed"), is_twin=lambda: False)
+def test_inside_the_tested_range_there_is_no_finding():
+    version, finding = preflight.check_api(_FakeKube("27+"), Profile.load("seed"))
+    assert version["minor"] == "27+" and finding is None
+
+
+def test_a_cluster_outside_the_tested_range_is_verified_all_the_same_with_a_finding(capsys):
+    """A cluster built in July 2025 runs 1.29-1.33, the seed profile's stack was tested on 1.25-1.27: no refusal."""
+    version, finding = preflight.check_api(_FakeKube("31"), Profile.load("seed"))
+    assert version["git_version"] == "v1.31.0"
+    assert (finding.server_version, finding.tested_range, finding.profile) == ("v1.31.0", "1.25-1.27", "seed")
+    assert set(finding.statements) == {"cert-manager", "istio", "knative", "kserve"}
+    assert "1.25 to 1.28" in finding.statements["istio"]
+    assert "outside profile 'seed''s tested range 1.25-1.27: verifying it all the same" in capsys.readouterr().out
+
+
+def test_outside_tested_range_fail_stops_before_any_check():
+    with pytest.raises(preflight.PreflightError, match="v1.31.0 is outside profile 'seed''s tested range 1.25-1.27") \
+            as e:
+        preflight.check_api(_FakeKube("31"), Profile.load("seed"), outside="fail")
+    assert "drop --outside-tested-range fail" in e.value.remedy
 
 
 def test_kind_config_maps_the_gateway_node_port():

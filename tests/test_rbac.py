@@ -178,3 +178,84 @@ def test_other_answers_stay_api_errors():
     e.body = json.dumps({"kind": "Status", "reason": "NotFound", "message": "x not found"})
     error = _Kube(set())._refused(_translate(e, "get x", "https://api"), Access(("get",), "", "pods"))
     assert type(error) is KubeError and error.status == 404
+
+
+# -- who am I where SelfSubjectReview is not served (Kubernetes 1.25 and 1.26) ----------------------------------------
+class _Config:
+    def __init__(self, token: str | None = None, cert_file: str | None = None):
+        self.api_key = {"authorization": f"Bearer {token}"} if token else {}
+        self.cert_file = cert_file
+
+
+class _OldApiServer:
+    """An API server before 1.27: no SelfSubjectReview served, so whoami must not create one."""
+
+    def __init__(self, configuration):
+        self.api_client = type("Client", (), {"configuration": configuration})()
+        self.created: list[dict] = []
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        return False
+
+    def create(self, obj: dict) -> dict:
+        self.created.append(obj)
+        raise AssertionError("SelfSubjectReview is not served")
+
+
+def _jwt(claims: dict) -> str:
+    import base64
+
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def test_a_service_account_token_says_who_it_is_without_selfsubjectreview():
+    # a bound token as `kubectl create token` mints it (pkg/serviceaccount/claims.go: sub, kubernetes.io)
+    token = _jwt({"iss": "https://kubernetes.default.svc", "sub": "system:serviceaccount:kstack-verifier:kstack-verifier",
+                  "kubernetes.io": {"namespace": "kstack-verifier", "serviceaccount": {"name": "kstack-verifier"}}})
+    who = rbac.whoami(_OldApiServer(_Config(token)))
+    assert who.subject() == ("ServiceAccount", "kstack-verifier", "kstack-verifier")
+    assert who.groups == ("system:serviceaccounts", "system:serviceaccounts:kstack-verifier", "system:authenticated")
+    assert who.source == "the ServiceAccount token's claims"
+
+
+def test_a_client_certificate_says_who_it_is_without_selfsubjectreview(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "platform-verifiers"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "alice")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    path = tmp_path / "client.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    who = rbac.whoami(_OldApiServer(_Config(cert_file=str(path))))
+    assert (who.username, who.groups) == ("alice", ("platform-verifiers", "system:authenticated"))
+    assert who.subject() == ("User", "alice", None)
+
+
+def test_an_opaque_token_is_never_guessed_and_the_option_names_the_subject():
+    oidc = _jwt({"iss": "https://dex.example", "sub": "CgVhbGljZRIEbG9jYWw", "email": "alice@example.com"})
+    assert rbac.whoami(_OldApiServer(_Config(oidc))).username is None     # the API server maps OIDC, not we
+    named = rbac.whoami(_OldApiServer(_Config(oidc)), "ServiceAccount:kstack-verifier/kstack-verifier")
+    assert named.subject() == ("ServiceAccount", "kstack-verifier", "kstack-verifier")
+    assert named.source == "--verifier-subject"
+    assert rbac.parse_subject("User:alice").subject() == ("User", "alice", None)
+    for bad in ("alice", "User:", "ServiceAccount:verifier", "Group:admins"):
+        with pytest.raises(rbac.SubjectError):
+            rbac.parse_subject(bad)
+
+
+def test_an_unknown_identity_asks_for_the_option_not_for_a_permission_no_role_can_grant():
+    review = rbac.Review(rbac.Identity(None, (), "nothing"), 10, unknown_identity=True)
+    assert review.blocked
+    assert "serves no SelfSubjectReview before Kubernetes 1.27" in review.problem("seed")
+    assert "selfsubjectreviews" not in review.problem("seed")
+    assert "--verifier-subject ServiceAccount:kstack-verifier/kstack-verifier" in review.remedy()

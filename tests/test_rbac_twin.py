@@ -33,7 +33,7 @@ MANAGED = "app.kubernetes.io/managed-by=kstack"
 
 def profile_on_the_twin(directory: Path) -> Path:
     data = yaml.safe_load((ROOT / "profiles" / f"{PROFILE}.yaml").read_text())
-    data["kubernetes"] = {"min": "1.25", "max": "1.34"}
+    data["kubernetes"]["max"] = "1.34"
     data["require"] = ["AC-MESH-MTLS"]
     data["authorization_policy"] = {"rules": [{"from": [{"source": {"namespaces": ["knative-serving"]}}]}]}
     path = directory / f"{PROFILE}.yaml"

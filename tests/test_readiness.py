@@ -9,8 +9,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from stack import checks
 from stack.failures import Category
-from stack.readiness import ca_bundle_problem, crd_status, deployment_status, image_matches, pod_problems
+from stack.profile import WorkloadRef
+from stack.readiness import (
+    RECENT_TERMINATION_SECONDS,
+    ca_bundle_problem,
+    crd_status,
+    daemonset_status,
+    deployment_status,
+    image_matches,
+    pod_problems,
+)
 
 
 def _deployment(ready=0, want=1, generation=1, observed=1, available=False):
@@ -67,6 +77,62 @@ def test_storage_initializer_failure_is_terminal():
     health = pod_problems(_pod(init_exit=1))
     assert health.category is Category.CRASH_LOOP
     assert health.terminal == "init container storage-initializer failed: Error exit 1 (kserve/storage-initializer:v0.11.0)"
+
+
+NOW = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def _running_pod(restarts: int, finished_ago: float | None, reason: str = "Error", exit_code: int = 1):
+    last = {} if finished_ago is None else {"terminated": {
+        "reason": reason, "exitCode": exit_code,
+        "finishedAt": (NOW - datetime.timedelta(seconds=finished_ago)).isoformat().replace("+00:00", "Z")}}
+    return {"metadata": {"name": "controller-857d568577-5pfdj", "namespace": "knative-serving"}, "spec": {"containers": []},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "controller", "ready": True, "restartCount": restarts, "image": "i:1",
+                 "state": {"running": {}}, "lastState": last}]}}
+
+
+def test_old_restarts_of_a_long_running_pod_are_evidence_not_a_crash_loop():
+    # a controller up for weeks that lost its leader lease 41 times, the last 12 days ago: no loop now
+    health = pod_problems(_running_pod(41, 12 * 86400), now=NOW)
+    assert not health.looping and not health.problems and health.terminal is None
+    assert health.past_restarts == ["container controller restarted 41 times, last Error (exit 1) 12d ago"]
+
+
+def test_restarts_with_a_recent_termination_are_a_loop_and_a_single_recent_restart_is_not():
+    recent = pod_problems(_running_pod(5, RECENT_TERMINATION_SECONDS - 30, reason="OOMKilled", exit_code=137), now=NOW)
+    assert recent.looping == ["container controller restarted 5 times, last OOMKilled (exit 137) 10m ago"]
+    assert recent.problems == recent.looping and not recent.past_restarts
+    # one restart a minute ago (a lost leader election) is not a loop: the kubelet's back-off starts at 10 s
+    once = pod_problems(_running_pod(1, 60), now=NOW)
+    assert not once.looping and once.past_restarts == ["container controller restarted 1 time, last Error (exit 1) 1m ago"]
+    # just outside the kubelet's 10-minute reset: out of the loop
+    assert not pod_problems(_running_pod(5, RECENT_TERMINATION_SECONDS + 30), now=NOW).looping
+
+
+def test_restarts_without_a_reported_termination_are_judged_by_their_count():
+    # the kubelet lost the last state (a node restart): nothing says the restarts are old
+    assert pod_problems(_running_pod(3, None), now=NOW).looping
+    assert not pod_problems(_running_pod(2, None), now=NOW).looping
+
+
+def test_a_deployment_scaled_to_zero_fails_at_once_saying_what_the_profile_expects():
+    scaled = deployment_status(_deployment(0, want=0, available=True), [], "kserve/kserve-controller-manager")
+    assert not scaled.done and scaled.terminal == scaled.observed
+    assert scaled.observed == ("deployment kserve/kserve-controller-manager: 0/0 ready; scaled to 0 replica(s), the "
+                               "profile expects at least 1")
+    assert scaled.category is Category.NOT_READY
+    assert deployment_status(_deployment(0, want=0, available=True), [], "ns/d", min_replicas=0).done
+    ha = deployment_status(_deployment(1, want=1, available=True), [], "istio-system/istiod", min_replicas=2)
+    assert not ha.done and "the profile expects at least 2" in ha.terminal
+
+
+def test_a_daemonset_with_fewer_scheduled_pods_than_expected_is_not_ready():
+    ds = {"metadata": {"name": "agent", "namespace": "kserve", "generation": 1},
+          "status": {"observedGeneration": 1, "desiredNumberScheduled": 0, "numberReady": 0, "updatedNumberScheduled": 0}}
+    assert daemonset_status(ds, [], "kserve/agent", min_replicas=0).done
+    none = daemonset_status(ds, [], "kserve/agent")
+    assert not none.done and none.observed.endswith("0 scheduled, the profile expects at least 1")
 
 
 def test_ready_needs_the_current_generation_observed():
@@ -127,8 +193,6 @@ def _scaling_snapshot(autoscaler_state: dict):
 
 
 def test_a_scaling_wait_ends_at_once_when_the_autoscaler_crash_loops_and_not_while_it_starts():
-    from stack import checks
-    from stack.profile import WorkloadRef
     scaled = checks.pods_scaled("ns", "app=m", at_most=0, name="ns/m scaled to zero")
     knative = checks.workloads([WorkloadRef("Deployment", "knative-serving", "autoscaler")], name="Knative Serving")
     check = checks.while_running(scaled, knative)
@@ -139,3 +203,65 @@ def test_a_scaling_wait_ends_at_once_when_the_autoscaler_crash_loops_and_not_whi
     assert "2 pod(s), 2 Ready" in looping.observed          # what the wait itself last saw stays in the message
     starting = check.status(_scaling_snapshot({"waiting": {"reason": "ContainerCreating"}}))
     assert not starting.done and starting.terminal is None and starting.category is Category.AUTOSCALING
+
+
+def _istio_snapshot(*deployments: dict):
+    from stack.snapshot import Snapshot, Source
+    snap = Snapshot()
+    snap.replace(Source("apps/v1", "Deployment", "istio-system"), list(deployments))
+    snap.replace(Source("v1", "Pod", "istio-system"), [])
+    return snap
+
+
+def _istiod(replicas: int = 1) -> dict:
+    dep = _deployment(ready=replicas, want=replicas, available=True)
+    dep["metadata"].update(name="istiod", namespace="istio-system")
+    return dep
+
+
+ISTIO = [WorkloadRef("Deployment", "istio-system", "istiod"),
+         WorkloadRef("Deployment", "istio-system", "istio-ingressgateway")]
+
+
+def test_a_workload_absent_from_an_installed_stack_fails_at_once_and_is_waited_for_during_an_install():
+    """The first user's cluster has istiod and no ingress gateway: nothing will install it, so the suite's workloads
+    check (absent_is_terminal) says so at once; an installer's gate, whose apply may still be on its way, waits."""
+    snap = _istio_snapshot(_istiod())
+    suite = checks.workloads(ISTIO, absent_is_terminal=True, name="istio workloads").status(snap)
+    assert suite.terminal == "deployment istio-system/istio-ingressgateway absent"
+    assert checks.workloads(ISTIO, name="istio workloads").status(snap).terminal is None
+
+
+def test_deployed_fails_on_absent_and_scaled_down_workloads_only():
+    """What a check that serves a model needs before it starts: each workload there, scaled as the profile expects.
+    Not its readiness: a pod that is starting is for the workloads check and its budget."""
+    starting = _istiod()
+    starting["status"].update(readyReplicas=0, availableReplicas=0)
+    assert checks.deployed([ISTIO[0]]).status(_istio_snapshot(starting)).done
+    missing = checks.deployed(ISTIO).status(_istio_snapshot(_istiod()))
+    assert not missing.done and missing.terminal == "deployment istio-system/istio-ingressgateway absent"
+    scaled = checks.deployed([ISTIO[0]]).status(_istio_snapshot(_istiod(replicas=0)))
+    assert scaled.terminal == "deployment istio-system/istiod scaled to 0 replica(s), the profile expects at least 1"
+
+
+def test_the_release_image_a_profile_overrides_matches_and_a_retired_registry_is_a_risk():
+    """The first user applied kserve.yaml v0.11.0 as released: kube-rbac-proxy from gcr.io/kubebuilder, which the
+    seed profile replaces because the registry is gone. That is the release, not drift; its registry is a risk."""
+    from fixtures.runmeta import retired_images
+    from stack.profile import Profile
+    from stack.readiness import ImageJudgement, judge_image
+    from stack.record import ImageRow
+    seed = Profile.load("seed")
+    pinned, released = "quay.io/brancz/kube-rbac-proxy:v0.13.1", "gcr.io/kubebuilder/kube-rbac-proxy:v0.13.1"
+    as_released = judge_image(seed, pinned, released)
+    assert as_released.matches
+    assert as_released.risk.startswith(f"{released}: gcr.io/kubebuilder was deleted")
+    assert as_released.risk.endswith(f"a new or rescheduled Pod cannot pull it (the profile pins {pinned})")
+    assert judge_image(seed, pinned, pinned) == ImageJudgement(True, None)
+    assert not judge_image(seed, pinned, "quay.io/brancz/kube-rbac-proxy:v0.18.0").matches
+    row = ImageRow("kserve", "kserve", "kserve-controller-manager", "kube-rbac-proxy", released, None)
+    (risk,) = retired_images([row], seed)
+    assert risk.id == "image-from-retired-registry"
+    assert risk.text.startswith(f"kserve/kserve-controller-manager container kube-rbac-proxy runs {released}")
+    assert retired_images([ImageRow("kserve", "kserve", "kserve-controller-manager", "kube-rbac-proxy", pinned,
+                                    None)], seed) == []

@@ -19,7 +19,7 @@ def iris(profile, kube, stack, namespace_factory, run_options, phase):
     ns = factory.make("iris")
     try:
         with phase.over(Deadline(run_options.budget("inference_service"), "inference_service")) as budget:
-            isvc, seconds = deploy_and_wait(kube, ns, isvc_manifest(profile, ns), budget)
+            isvc, seconds = deploy_and_wait(kube, profile, ns, isvc_manifest(profile, ns), budget)
     except BaseException:
         control_plane = profile.components["kserve"].inventory.get("namespaces", [])
         for att in collect(kube, [ns, *control_plane], [], None):

@@ -11,8 +11,9 @@ import pytest
 import requests
 
 from stack import retry
+from stack.blocking import require_deployed
 from stack.checks import ISVC_API, ISVC_KIND, inference_service
-from stack.failures import Category, CheckFailure, expect
+from stack.failures import Category, Unanswered, expect
 from stack.wait import Deadline, wait_for
 
 ISVC = (ISVC_API, ISVC_KIND)
@@ -55,9 +56,13 @@ def isvc_manifest(profile, namespace: str, storage_uri: str | None = None, servi
     return {"apiVersion": ISVC[0], "kind": ISVC[1], "metadata": meta, "spec": {"predictor": predictor}}
 
 
-def deploy_and_wait(kube, namespace: str, manifest: dict, budget: Deadline) -> tuple[dict, float]:
+def deploy_and_wait(kube, profile, namespace: str, manifest: dict, budget: Deadline) -> tuple[dict, float]:
+    """Apply an InferenceService and wait for it to be Ready. A model needs the whole stack: a component absent or
+    scaled down (an ingress gateway never installed) fails it at once, blocked by that component, not after the wait's
+    budget."""
     started = time.monotonic()
     name = manifest["metadata"]["name"]
+    require_deployed(kube, profile, f"InferenceService {namespace}/{name}")
     with allure.step(f"apply InferenceService {namespace}/{name}"):
         # The KServe webhook may still race (caBundle, endpoints): those signatures only, under the test's deadline.
         retry.call(lambda: kube.apply(manifest, deadline=budget), what="apply InferenceService", layer="apply",
@@ -90,19 +95,25 @@ class Predictor:
             else:
                 try:
                     r = requests.post(self.base + path, json=payload, headers={"Host": self.host}, timeout=timeout)
-                except requests.RequestException as e:      # no answer at all: the model's failure, not a test's
-                    raise CheckFailure(f"predict {path} via {self.route}: no answer within {timeout:.0f} s: {e}",
-                                       Category.PREDICT) from None
+                except requests.RequestException as e:      # no answer at all: the data path's, not a test's
+                    raise Unanswered(f"predict {path} via {self.route} ({self.base}): no answer within "
+                                     f"{timeout:.0f} s: {e}", Category.PREDICT) from None
                 status, text = r.status_code, r.text
             if status in SETTLING:
                 raise RouteSettling(status, text)
             expect(status == 200, Category.PREDICT, f"predict {path} via {self.route} answered HTTP {status}: {text[:300]}")
             return json.loads(text), time.monotonic() - started
         with allure.step(f"POST {path} via {self.route} (Host {self.host})"):
-            body, seconds = retry.call(once, what=f"predict {path}", layer="predict", attempts=12,
-                                       deadline=self.budget, retries=self.kube.retries,
-                                       is_transient=lambda e: f"gateway answered {e.status}"
-                                       if isinstance(e, RouteSettling) else None)
+            started = time.monotonic()
+            try:
+                body, seconds = retry.call(once, what=f"predict {path}", layer="predict", attempts=12,
+                                           deadline=self.budget, retries=self.kube.retries,
+                                           is_transient=lambda e: f"gateway answered {e.status}"
+                                           if isinstance(e, RouteSettling) else None)
+            except RouteSettling as e:
+                # Routes that never settle are the data path's failure (no route, no healthy upstream), not a test's.
+                raise Unanswered(f"predict {path} via {self.route}: the gateway still answered HTTP {e.status} after "
+                                 f"{time.monotonic() - started:.0f} s of retries: {e.text}", Category.PREDICT) from None
         if evidence is not None:
             via = self.base if self.route == "ingress-gateway" else f"the API server's service proxy to {self.name}-predictor"
             evidence.add(what, {"POST": f"{path} via {self.route} ({via}, Host {self.host})", "request": payload,
@@ -111,6 +122,8 @@ class Predictor:
 
 
 class RouteSettling(Exception):
+    """An answer of the gateway while routes settle (SETTLING): retried within the predict budget."""
+
     def __init__(self, status: int, text: str):
-        self.status = status
-        super().__init__(f"HTTP {status} while routes settle: {text[:200]}")
+        self.status, self.text = status, text[:200]
+        super().__init__(f"HTTP {status} while routes settle: {self.text}")

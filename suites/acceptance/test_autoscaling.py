@@ -75,7 +75,7 @@ def test_autoscaling_follows_the_inference_service(profile, kube, stack, test_na
     spec = SERVERLESS_SPEC if serverless else STANDARD_SPEC
     manifest = isvc_manifest(profile, ns, name=SCALED)
     manifest["spec"]["predictor"].update(spec.predictor_fields())
-    deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
+    deploy_and_wait(kube, profile, ns, manifest, deadline("inference_service"))
     if serverless:
         evidence.add("Knative autoscaler settings (config-autoscaler)",
                      autoscaling.knative_settings(_config_autoscaler(kube)))
@@ -109,7 +109,7 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
     diagnostics.namespace(ns)
     manifest = isvc_manifest(profile, ns, name=ZERO)
     manifest["spec"]["predictor"]["minReplicas"] = 0
-    isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
+    isvc, _ = deploy_and_wait(kube, profile, ns, manifest, deadline("inference_service"))
     _pod_autoscaler(kube, ns, ZERO)
     path = f"/v1/models/{ZERO}:predict"     # KServe names the model after its InferenceService
     Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(path, V1_INPUT)   # it served once
@@ -179,7 +179,7 @@ def test_replicas_rise_under_load_and_fall_back(profile, kube, stack, test_names
     diagnostics.namespace(ns)
     manifest = isvc_manifest(profile, ns, name=LOADED)
     manifest["spec"]["predictor"].update(LOAD_SPEC.predictor_fields())
-    isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
+    isvc, _ = deploy_and_wait(kube, profile, ns, manifest, deadline("inference_service"))
     _pod_autoscaler(kube, ns, LOADED)
     selector = f"serving.kserve.io/inferenceservice={LOADED}"
     predictor = Predictor(kube, profile, ingress_url, isvc, deadline("predict"))

@@ -86,7 +86,7 @@ def test_iris_from_s3(profile, kube, stack, cluster, ingress_url, test_namespace
     evidence.add("S3 store", {"endpoint": store.endpoint, "region": store.region, "uri": store.uri,
                               "https": store.use_https, "credentials": f"Secret {ns}/{s3.SECRET_NAME}"})
     budget = deadline("inference_service")
-    isvc, _ = deploy_and_wait(kube, ns, isvc_manifest(profile, ns, store.uri, s3.SECRET_NAME), budget)
+    isvc, _ = deploy_and_wait(kube, profile, ns, isvc_manifest(profile, ns, store.uri, s3.SECRET_NAME), budget)
     predictor = Predictor(kube, profile, ingress_url, isvc, deadline("predict"))
     body, _ = predictor.post(f"/v1/models/{NAME}:predict", V1_INPUT, evidence, "predict v1 (model from S3)")
     expect(body.get("predictions") == EXPECTED, Category.PREDICT,

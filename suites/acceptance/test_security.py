@@ -39,7 +39,6 @@ def test_default_service_account_cannot_read_secrets(kube, profile, test_namespa
 
 
 @pytest.mark.criteria("AC-CERT-EXPIRY")
-@pytest.mark.needs("stack")
 @allure.title("No stack certificate expires within the window")
 def test_no_stack_certificate_expires_within_the_window(kube, profile, stack, run_options, evidence):
     """cert-manager Certificates in the stack's namespaces, and the CAs the API server trusts for each webhook. A
@@ -102,7 +101,7 @@ def _iris_in_the_mesh(kube, profile, test_namespace, deadline, diagnostics, pref
         before(ns)
     manifest = isvc_manifest(profile, ns)
     manifest["metadata"].setdefault("annotations", {})["sidecar.istio.io/inject"] = "true"
-    isvc, _ = deploy_and_wait(kube, ns, manifest, deadline("inference_service"))
+    isvc, _ = deploy_and_wait(kube, profile, ns, manifest, deadline("inference_service"))
     pods = running_predictor_pods(kube, ns)
     expect(pods, Category.SECURITY, f"no running predictor pod of {ns}/{NAME}")
     return ns, isvc, pods[0]

@@ -429,3 +429,47 @@ def test_failures_and_tests_are_listed_by_their_allure_title(factory, tmp_path):
     assert "tests: test STACK-CRDS-ESTABLISHED[cert-manager]; kserve: CRDs present, Established and serving" in md
     assert ('<span title="STACK-CRDS-ESTABLISHED[kserve]">kserve: CRDs present, Established and serving their '
             'versions</span>') in html_text
+
+
+SEED_STATEMENTS = {"istio": '1.19.0 "is officially supported on Kubernetes versions 1.25 to 1.28" (istio.io)',
+                   "kserve": "0.11: tested matrix 1.25 to 1.27 (kserve/website)"}
+
+
+def test_a_cluster_outside_the_tested_range_says_so_prominently_in_every_format(factory, tmp_path):
+    """The first user's cluster runs a Kubernetes newer than the seed stack was tested on: verified all the same, and
+    the finding is in the JSON, at the top of the Markdown and HTML, among the limitations and on the matrix page."""
+    from reports.matrix import write_matrix
+    from stack.record import SupportFinding
+    support = SupportFinding("v1.31.4", "1.25-1.27", "seed", SEED_STATEMENTS)
+    factory.run(support={"server_version": "v1.31.4", "tested_range": "1.25-1.27", "profile": "seed",
+                         "statements": SEED_STATEMENTS},
+                limitations=[{"id": "outside-tested-range", "text": support.sentence()}],
+                cluster={"provider": "existing", "server_version": "v1.31.4", "context": "ha", "nodes": []})
+    factory.phases()
+    factory.inventory(split=2)
+    factory.all_passed()
+    out = tmp_path / "out"
+    write_signoff(factory.root, out)
+    doc = json.loads((out / "signoff.json").read_text())
+    assert doc["verdict"] == "PASS"             # the range is a finding, not a failure: the checks decide the verdict
+    assert doc["support"]["tested_range"] == "1.25-1.27" and doc["support"]["statements"] == SEED_STATEMENTS
+    assert any(lim["id"] == "outside-tested-range" for lim in doc["limitations"])
+    md = (out / "signoff.md").read_text()
+    head = md[:md.index("## Versions")]
+    assert "**Outside the tested range:** Kubernetes v1.31.4 is outside profile 'seed''s tested range 1.25-1.27" in head
+    assert "> - istio: 1.19.0 \"is officially supported on Kubernetes versions 1.25 to 1.28\"" in head
+    html = (out / "signoff.html").read_text()
+    assert html.index("Outside the tested range") < html.index("<h2>Versions")
+    _, paths = write_matrix([factory.root], tmp_path / "matrix")
+    page = paths[0].read_text()
+    assert "OUTSIDE the tested range 1.25-1.27" in page
+    assert "seed: Kubernetes v1.31.4 is outside the profile's tested range 1.25-1.27" in page   # the note
+    assert json.loads(paths[2].read_text())["profiles"][0]["run"]["outside_range"] == "1.25-1.27"
+
+
+def test_inside_the_tested_range_there_is_no_banner(factory, tmp_path):
+    factory.full_run()
+    out = tmp_path / "out"
+    write_signoff(factory.root, out)
+    assert json.loads((out / "signoff.json").read_text())["support"] is None
+    assert "Outside the tested range" not in (out / "signoff.md").read_text()
