@@ -1,5 +1,5 @@
-"""`python -m twin --profile P [--twin-fault KIND[:TARGET]]... --kubeconfig-out PATH [--handoff-out HANDOFF]`:
-run the twin standalone.
+"""`python -m twin --profile P [--twin-fault KIND[:TARGET]]... [--scenario NAME] --kubeconfig-out PATH
+[--handoff-out HANDOFF]`: run the twin standalone.
 
 Prints the API URL and the gateway address, runs until SIGINT/SIGTERM (clean stop, exit 0). A bad profile or
 fault is one clear error and exit 2. With --handoff-out, `pytest suites/acceptance --cluster twin --twin-attach
@@ -19,6 +19,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     from twin.faults import KINDS
+    from twin.scenarios import SCENARIOS
 
     parser = argparse.ArgumentParser(prog="python -m twin", description="Run the simulated KServe-stack cluster.")
     parser.add_argument("--profile", required=True, help="profile name (profiles/NAME.yaml) or path")
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handoff-out", type=Path, default=None,
                         help="where to write the handoff for `pytest suites/acceptance --cluster twin --twin-attach`")
     parser.add_argument("--bare", action="store_true", help="do not preinstall the stack (an empty kind cluster)")
+    parser.add_argument("--scenario", default=None, choices=sorted(SCENARIOS),
+                        help="a cluster as someone left it (twin/scenarios.py): " + "; ".join(
+                            f"{name}: {s.description}" for name, s in SCENARIOS.items()))
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING),
@@ -36,11 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     from stack.profile import Profile, ProfileError
     from twin.cluster import Twin
     from twin.faults import FaultSpecError
+    from twin.scenarios import ScenarioError
 
+    if args.scenario and args.bare:
+        print("twin: error: --scenario changes an installed stack: drop --bare", file=sys.stderr)
+        return 2
     try:
         profile = Profile.load(args.profile)
-        twin = Twin(profile, faults=args.twin_fault, preinstalled=not args.bare)
-    except (ProfileError, FaultSpecError) as exc:
+        twin = Twin(profile, faults=args.twin_fault, preinstalled=not args.bare, scenario=args.scenario)
+    except (ProfileError, FaultSpecError, ScenarioError) as exc:
         print(f"twin: error: {exc}", file=sys.stderr)
         return 2
 
@@ -68,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.handoff_out})", flush=True)
         if twin.faults:
             print(f"faults: {', '.join(str(f) for f in twin.faults)}", flush=True)
+        if twin.scenario:
+            print(f"scenario: {twin.scenario.name} ({twin.scenario.description})", flush=True)
         while not done.wait(0.5):
             pass
     finally:

@@ -83,9 +83,12 @@ def _require_twin_extras() -> None:
 
 class Twin:
     def __init__(self, profile: Profile | str, faults: Iterable[str | Fault] = (), preinstalled: bool = True,
-                 workdir: Path | str | None = None):
+                 workdir: Path | str | None = None, scenario: str | None = None):
+        from twin.scenarios import scenario as find_scenario
         self.profile = Profile.load(str(profile)) if isinstance(profile, (str, Path)) else profile
         self.faults: list[Fault] = parse_faults(list(faults or ()), self.profile)
+        # A cluster as someone left it (twin/scenarios.py), applied once after the handover, never undone.
+        self.scenario = find_scenario(scenario, self.profile) if scenario else None
         self.fault_set = FaultSet(self.faults, dormant=True)
         self.preinstalled = preinstalled
         self.context = "twin"
@@ -132,6 +135,20 @@ class Twin:
     def gateway_url(self) -> str | None:
         """Where the host reaches the ingress gateway's NodePort (as kind's port mapping does): 127.0.0.1."""
         return f"http://127.0.0.1:{self._gateway.port}" if self._gateway else None
+
+    def publish_report(self) -> None:
+        """The twin's account of itself (twin/report.py) on its node, where a run that meets it through a kubeconfig
+        (`--cluster existing`) reads it: what is simulated, its limitations, faults and scenario."""
+        from stack.record import SIMULATION_ANNOTATION, simulation_annotation
+        from twin.report import simulation
+        self.admin.patch("v1", "Node", NODE_NAME, None, {"metadata": {"annotations": {
+            SIMULATION_ANNOTATION: simulation_annotation(simulation(self))}}})
+
+    def close_gateway(self) -> None:
+        """The gateway is gone (a scenario uninstalled it): nothing to forward to, and no address to hand over."""
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
 
     def _gateway_node_port(self) -> int | None:
         gateway = self.profile.gateway
@@ -263,6 +280,10 @@ class Twin:
                 self._handover_namespaces = {n["metadata"]["name"] for n in self.admin.list("v1", "Namespace")[0]}
                 self.strike()
                 mark("handed over")
+                if self.scenario is not None:
+                    self.scenario.apply(self)
+                    mark(f"scenario {self.scenario.name}")
+            self.publish_report()
         except BaseException:
             self.stop()
             raise
@@ -457,6 +478,7 @@ class Twin:
         self.faults = faults
         self.fault_set = FaultSet(faults, dormant=True)
         self.strike()
+        self.publish_report()
 
     def clear_faults(self) -> None:
         """Every active fault undone, the last struck first, as someone fixing the cluster would; the stack is then
@@ -468,6 +490,8 @@ class Twin:
         for fault in reversed(active):
             log.info("twin fault %s: undoing", fault)
             STRIKES[fault.kind].undo(self, fault, self._struck.pop(fault, None))
+        if active:
+            self.publish_report()
 
     def leftovers(self) -> list[str]:
         """What a fault left in the twin: nothing, once `clear_faults()` has undone them all."""

@@ -45,7 +45,8 @@ def simulation(twin) -> Simulation:
     out = Simulation(control_plane={"kube-apiserver": version, "kube-controller-manager": version,
                                     "kube-scheduler": version, "etcd": builds["etcd"].version,
                                     "kwok": builds["kwok"].version},
-                     faults=[str(f) for f in twin.fault_set])
+                     faults=[str(f) for f in twin.fault_set],
+                     scenario=twin.scenario.name if twin.scenario else None)
     out.parts.append(SimulatedPart("control plane", "real",
                                    f"kube-apiserver, kube-controller-manager, kube-scheduler {version} and etcd "
                                    f"{builds['etcd'].version} built from source; authentication, RBAC and "
@@ -78,6 +79,8 @@ def simulation(twin) -> Simulation:
                                           "and a few conditions, and intercepts only model Pods' inbound ports"))
     out.limitations.append(Limitation("twin-no-containers", "no container runs: images are never pulled and Pods "
                                       "without a process of the twin are Ready without their probes"))
+    if twin.scenario is not None:
+        out.limitations += list(twin.scenario.limitations)
     return out
 
 
