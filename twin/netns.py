@@ -298,7 +298,9 @@ class PodNetwork:
             _ip("link", "add", self.node_link, "type", "veth", "peer", "name", self.pod_link,
                 "netns", str(self._holder.pid))
             _ip("link", "set", self.node_link, "netns", str(self.node.pid))
-            _ip_batch([f"link set {self.node_link} up", f"route add {self.ip}/32 dev {self.node_link}"],
+            # `replace`, not `add`: a deleted Pod's namespace (and with it its veth and route) goes asynchronously
+            # in the kernel, and KWOK may hand its IP to the next Pod at once ("RTNETLINK answers: File exists").
+            _ip_batch([f"link set {self.node_link} up", f"route replace {self.ip}/32 dev {self.node_link}"],
                       self.node.pid)
             _sysctl(self.node.pid, f"net/ipv4/conf/{self.node_link}/proxy_arp", "1")
             _ip_batch(["link set lo up", f"addr add {self.ip}/32 dev {self.pod_link}", f"link set {self.pod_link} up",

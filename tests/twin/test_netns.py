@@ -49,6 +49,22 @@ def test_two_pods_bind_the_same_port_and_each_answers_at_its_own_ip(node):
         b.close()
 
 
+def test_a_new_pod_gets_the_ip_of_a_deleted_one_whose_namespace_is_not_gone_yet(node):
+    """KWOK may hand a deleted Pod's IP to the next Pod at once, while the kernel still tears down the old namespace
+    (its veth and /32 route): the new Pod's network must take the route over, and answer at that IP."""
+    old = PodNetwork(node, "10.244.0.220").create()          # not closed: as if its namespace were still going
+    new = PodNetwork(node, "10.244.0.220").create()
+    proc = node.spawn([sys.executable, "-c", SERVE, "8082"], network=new, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)
+    try:
+        assert wait_accepting(node, new.ip, 8082)
+    finally:
+        proc.kill()
+        proc.wait()
+        old.close()
+        new.close()
+
+
 def test_the_host_cannot_reach_the_twin_except_through_its_namespace(node):
     server = node.spawn([sys.executable, "-c", SERVE, "18099"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
