@@ -44,14 +44,17 @@ class BlockedFailure(CheckFailure):
 
 
 def find_missing(kube: "Kube", profile: "Profile", components: list[str]) -> Blocker | None:
-    """The first of these components (in install order) whose workloads are absent or scaled below what the profile
-    expects, or None. On an installed stack that stays so (checks.deployed), so a check that needs the component
-    fails at once, before it waits for anything: a missing ingress gateway blocks every predict call."""
+    """The first of these components (in install order) whose workloads on a model's data path (`data_path`) are
+    absent or scaled below what the profile expects, or None. On an installed stack that stays so (checks.deployed),
+    so a check that needs the component fails at once, before it waits for anything: a missing ingress gateway
+    blocks every predict call."""
     for comp in profile.install_order():
         if comp.name not in components or not comp.workloads or comp.name not in COMPONENT_CRITERION:
             continue
-        status, _ = look(kube, deployed(comp.workloads, name=f"{comp.name} deployed"),
-                         Deadline(LOOK_SECONDS, "prerequisites"))
+        needed = [w for w in comp.workloads if w.data_path]
+        if not needed:
+            continue
+        status, _ = look(kube, deployed(needed, name=f"{comp.name} deployed"), Deadline(LOOK_SECONDS, "prerequisites"))
         if status.terminal:
             return Blocker(comp.name, COMPONENT_CRITERION[comp.name], status.terminal,
                            status.category or Category.NOT_READY)

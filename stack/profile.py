@@ -129,6 +129,7 @@ class WorkloadRef(NamedTuple):
     namespace: str
     name: str
     min_replicas: int = 1   # the inventory's `replicas:` (the fewest the profile expects; a DaemonSet may expect 0)
+    data_path: bool = True  # serving a model needs it (the inventory's `data_path:`)
 
 
 class MonitorRef(NamedTuple):
@@ -158,10 +159,9 @@ class Component:
     def workloads(self) -> list[WorkloadRef]:
         """The inventory's Deployments, then its DaemonSets."""
         inv = self.inventory
-        return [WorkloadRef("Deployment", w["namespace"], w["name"], w.get("replicas", 1))
-                for w in inv.get("deployments", [])] + \
-               [WorkloadRef("DaemonSet", w["namespace"], w["name"], w.get("replicas", 1))
-                for w in inv.get("daemonsets", [])]
+        return [WorkloadRef(kind, w["namespace"], w["name"], w.get("replicas", 1), w.get("data_path", True))
+                for kind, key in (("Deployment", "deployments"), ("DaemonSet", "daemonsets"))
+                for w in inv.get(key, [])]
 
     @property
     def helm_releases(self) -> list[dict]:

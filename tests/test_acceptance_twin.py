@@ -110,6 +110,11 @@ FAULTS = {
     "crashloop:knative-serving/autoscaler": ({"AC-ALL-READY", "AC-KNATIVE", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"},
                                              Category.CRASH_LOOP),
     "imagepull:cert-manager/cert-manager-cainjector": ({"AC-ALL-READY", "AC-CERT-MANAGER"}, Category.IMAGE_PULL),
+    # Knative's activator scaled to 0 for maintenance and left so: its workloads fail at once (nothing scales it
+    # back), and every check that serves a model fails at once, blocked by AC-KNATIVE, without deploying one.
+    "scaled-down:knative-serving/activator": ({"AC-ALL-READY", "AC-KNATIVE", "AC-IRIS-PREDICT", "AC-IRIS-S3",
+                                               "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"},
+                                              Category.NOT_READY),
     # A CRD no controller of the stack needs to serve a model: the CRD checks see it, Iris still answers.
     "crd-missing:clusterdomainclaims.networking.internal.knative.dev": ({"AC-CRDS", "AC-KNATIVE"}, Category.CRD),
     # Istio's validator (failurePolicy Fail once istiod is up) rejects the VirtualService KServe's real controller

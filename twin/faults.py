@@ -8,6 +8,7 @@ from typing import Iterable
 KINDS = {
     "crashloop": ("NS/DEPLOYMENT", "the Deployment's pods restart in a loop (CrashLoopBackOff)"),
     "imagepull": ("NS/DEPLOYMENT", "one container of the Deployment's pods waits in ImagePullBackOff"),
+    "scaled-down": ("NS/DEPLOYMENT", "the Deployment is scaled to 0 replicas (down for maintenance, never back up)"),
     "crd-missing": ("CRD", "the CRD is deleted, and deleted again whenever something creates it"),
     "cabundle-invalid": ("WEBHOOKCONFIG", "the webhook configuration's caBundle holds a different CA"),
     "cert-stuck": (None, "no Certificate ever becomes Ready"),
@@ -88,7 +89,7 @@ def parse_fault(spec: str, profile=None) -> Fault:
 
 
 def _check_target(kind: str, target: str, profile) -> None:
-    if kind in ("crashloop", "imagepull"):
+    if kind in ("crashloop", "imagepull", "scaled-down"):
         known = sorted({f"{w['namespace']}/{w['name']}" for _, w in profile.inventory("deployments")})
         if "/" not in target:
             raise FaultSpecError(f"twin fault {kind} needs NS/DEPLOYMENT, got {target!r}")

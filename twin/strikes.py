@@ -106,6 +106,39 @@ def _replace_pods(twin, namespace: str, selector: str) -> None:
         twin.admin.delete("v1", "Pod", pod["metadata"]["name"], namespace)
 
 
+# -- scaled-down ----------------------------------------------------------------------------------------------------
+
+def _strike_scale(twin, fault: Fault) -> int | None:
+    """`kubectl scale --replicas=0`: the ReplicaSet controller deletes the Pods. Handed over once they are gone, as
+    such a cluster is found. Returns the replicas to scale back to."""
+    dep = twin.admin.get("apps/v1", "Deployment", fault.name, fault.namespace)
+    if dep is None:
+        return None
+    twin.admin.patch("apps/v1", "Deployment", fault.name, fault.namespace, {"spec": {"replicas": 0}},
+                     subresource="scale")
+    wait_object(twin.admin, "apps/v1", "Deployment", fault.name, fault.namespace,
+                lambda o: o is not None and not (o.get("status") or {}).get("replicas"), ROLLOUT_SECONDS,
+                f"deployment {fault.target} scaled to 0")
+    return int((dep.get("spec") or {}).get("replicas", 1))
+
+
+def _undo_scale(twin, fault: Fault, replicas: int | None) -> None:
+    if replicas is None:
+        return
+    twin.admin.patch("apps/v1", "Deployment", fault.name, fault.namespace, {"spec": {"replicas": replicas}},
+                     subresource="scale")
+    twin.wait_deployment_ready(fault.namespace, fault.name, ROLLOUT_SECONDS)
+
+
+def _scaled_down_left(twin) -> list[str]:
+    out = []
+    for _, item in twin.profile.inventory("deployments"):
+        dep = twin.admin.get("apps/v1", "Deployment", item["name"], item["namespace"])
+        if dep is not None and int((dep.get("spec") or {}).get("replicas", 1)) < item.get("replicas", 1):
+            out.append(f"deployment {item['namespace']}/{item['name']} is scaled to {dep['spec'].get('replicas')}")
+    return out
+
+
 # -- crd-missing ----------------------------------------------------------------------------------------------------
 
 def _strike_crd(twin, fault: Fault) -> dict | None:
@@ -339,6 +372,7 @@ def _set_api_faults(twin, _fault: Fault = None, _state=None) -> None:
 STRIKES: dict[str, Strike] = {
     "crashloop": Strike(_strike_pods, _undo_pods, _pod_stages_left("crashloop")),
     "imagepull": Strike(_strike_pods, _undo_pods, _pod_stages_left("imagepull")),
+    "scaled-down": Strike(_strike_scale, _undo_scale, _scaled_down_left),
     "crd-missing": Strike(_strike_crd, _undo_crd, _crds_left),
     "cabundle-invalid": Strike(_strike_ca_bundle, _undo_ca_bundle, webhook_tls_problems),
     # The stand-ins and the model Pods read these from the faults file: nothing else strikes or undoes them.
