@@ -12,7 +12,7 @@ import requests
 
 from stack import retry
 from stack.blocking import require_deployed
-from stack.checks import ISVC_API, ISVC_KIND, inference_service
+from stack.checks import ISVC_API, ISVC_KIND, inference_service, while_running, workloads
 from stack.failures import Category, Unanswered, expect
 from stack.wait import Deadline, wait_for
 
@@ -57,9 +57,10 @@ def isvc_manifest(profile, namespace: str, storage_uri: str | None = None, servi
 
 
 def deploy_and_wait(kube, profile, namespace: str, manifest: dict, budget: Deadline) -> tuple[dict, float]:
-    """Apply an InferenceService and wait for it to be Ready. A model needs the whole stack: a component absent or
-    scaled down (an ingress gateway never installed) fails it at once, blocked by that component, not after the wait's
-    budget."""
+    """Apply an InferenceService and wait for it to be Ready. A model needs the stack's data path: a workload of it
+    absent or scaled down (an ingress gateway never installed) fails it before it is applied, and one that meets a
+    terminal state while it is awaited (a controller in a crash loop) ends the wait at once; either is then filed as
+    blocked by that component, not after the wait's budget."""
     started = time.monotonic()
     name = manifest["metadata"]["name"]
     require_deployed(kube, profile, f"InferenceService {namespace}/{name}")
@@ -67,8 +68,11 @@ def deploy_and_wait(kube, profile, namespace: str, manifest: dict, budget: Deadl
         # The KServe webhook may still race (caBundle, endpoints): those signatures only, under the test's deadline.
         retry.call(lambda: kube.apply(manifest, deadline=budget), what="apply InferenceService", layer="apply",
                    is_transient=retry.race_signature, retries=kube.retries, deadline=budget)
+    data_path = [w for comp in profile.install_order() for w in comp.workloads if w.data_path]
+    ready = inference_service(namespace, name)
     with allure.step("wait for Ready, PredictorReady and IngressReady"):
-        snap = wait_for(kube, inference_service(namespace, name), budget)
+        snap = wait_for(kube, while_running(ready, workloads(data_path, name="the stack's data path")) if data_path
+                        else ready, budget)
     return snap.get(*ISVC, name, namespace), time.monotonic() - started
 
 
