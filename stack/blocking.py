@@ -75,8 +75,8 @@ def find_blocker(kube: "Kube", profile: "Profile", components: list[str]) -> Blo
 
 
 def require_deployed(kube: "Kube", profile: "Profile", what: str) -> None:
-    """Before `what` (a model deploy) starts: every component of the profile deployed as it expects, else a
-    BlockedFailure at once, naming the missing workload (one look, no wait)."""
+    """Before `what` (a model deploy) starts: every workload on a model's data path deployed as the profile expects,
+    else a BlockedFailure at once, naming the missing one (one look, no wait)."""
     blocker = find_missing(kube, profile, list(profile.components))
     if blocker is not None:
         raise BlockedFailure(blocker, CheckFailure(f"{what} was not started: a component it needs is not deployed "

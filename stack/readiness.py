@@ -8,9 +8,7 @@ import base64
 import fnmatch
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import NamedTuple
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from stack.failures import WAITING_REASON_CATEGORY, Category
 from stack.snapshot import Persisting, Status
