@@ -205,8 +205,9 @@ def identity_from_credentials(configuration) -> Identity | None:
       system:serviceaccounts and system:serviceaccounts:NS (kubernetes pkg/serviceaccount/claims.go, MakeUsername);
     - a client certificate: the subject's common name is the user name, its organizations the groups.
     Other tokens (OIDC, webhook, exec plugins) map to a user by the API server's configuration: None, never a guess."""
-    header = (getattr(configuration, "api_key", None) or {}).get("authorization") or ""
-    token = header[len("Bearer "):] if header.startswith("Bearer ") else ""
+    # The client keeps the kubeconfig's token as "Bearer ..." under "BearerToken" (older releases: "authorization").
+    headers = [v for v in (getattr(configuration, "api_key", None) or {}).values() if isinstance(v, str)]
+    token = next((h[len("Bearer "):] for h in headers if h.startswith("Bearer ")), "")
     claims = _jwt_claims(token) if token else None
     if claims and str(claims.get("sub", "")).startswith(SA_USER_PREFIX):
         return _service_account(claims["sub"], "the ServiceAccount token's claims")

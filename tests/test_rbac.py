@@ -183,7 +183,7 @@ def test_other_answers_stay_api_errors():
 # -- who am I where SelfSubjectReview is not served (Kubernetes 1.25 and 1.26) ----------------------------------------
 class _Config:
     def __init__(self, token: str | None = None, cert_file: str | None = None):
-        self.api_key = {"authorization": f"Bearer {token}"} if token else {}
+        self.api_key = {"BearerToken": f"Bearer {token}"} if token else {}     # as kubernetes' client keeps it
         self.cert_file = cert_file
 
 
@@ -210,6 +210,20 @@ def _jwt(claims: dict) -> str:
     return f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
+def test_the_token_is_read_where_the_kubernetes_client_keeps_it(tmp_path):
+    """From a kubeconfig as the client loads it, not from how a test thinks it stores it."""
+    from kubernetes import config
+    token = _jwt({"sub": "system:serviceaccount:kstack-verifier:kstack-verifier"})
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "x", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": token}}]}))
+    who = rbac.identity_from_credentials(config.new_client_from_config(config_file=str(path)).configuration)
+    assert who is not None and who.subject() == ("ServiceAccount", "kstack-verifier", "kstack-verifier")
+
+
 def test_a_service_account_token_says_who_it_is_without_selfsubjectreview():
     # a bound token as `kubectl create token` mints it (pkg/serviceaccount/claims.go: sub, kubernetes.io)
     token = _jwt({"iss": "https://kubernetes.default.svc", "sub": "system:serviceaccount:kstack-verifier:kstack-verifier",
@@ -234,9 +248,21 @@ def test_a_client_certificate_says_who_it_is_without_selfsubjectreview(tmp_path)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
             .sign(key, hashes.SHA256()))
-    path = tmp_path / "client.crt"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    who = rbac.whoami(_OldApiServer(_Config(cert_file=str(path))))
+    import base64
+
+    from kubernetes import config
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    path = tmp_path / "kubeconfig"          # as a kubeconfig holds it, loaded as the client loads it
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "x", "user": "u"}}],
+        "users": [{"name": "u", "user": {"client-certificate-data": base64.b64encode(pem).decode(),
+                                         "client-key-data": base64.b64encode(key_pem).decode()}}]}))
+    loaded = config.new_client_from_config(config_file=str(path)).configuration
+    who = rbac.whoami(_OldApiServer(loaded))
     assert (who.username, who.groups) == ("alice", ("platform-verifiers", "system:authenticated"))
     assert who.subject() == ("User", "alice", None)
 

@@ -150,6 +150,29 @@ def test_the_whole_suite_passes_as_the_verifier_and_uses_what_the_role_grants(cl
     assert not [e for e in log.entries() if e.status == 403 and not e.dry_run], "a request was refused"
 
 
+def test_without_selfsubjectreview_the_verifier_is_known_by_its_token_and_passes_with_the_shipped_role(cluster,
+                                                                                                     tmp_path):
+    """Kubernetes 1.25 and 1.26 serve no SelfSubjectReview (the twin's API fault no-selfsubjectreview hides it, as
+    their discovery does): preflight names the identity from the ServiceAccount token's claims, so the verifier passes
+    with exactly the shipped role, and the workspace role bound to it lets a check work in its test namespace."""
+    import json
+    cluster.twin.set_faults(["no-selfsubjectreview"])
+    try:
+        log = cluster.twin.api.request_log
+        log.reset()
+        proc = run_suite(cluster, cluster.verifier, tmp_path, "-k", "test_certificate_roundtrip")
+        output = proc.stdout + proc.stderr
+        doc = json.loads((tmp_path / "out" / "signoff.json").read_text())
+        assert not doc["failures"] and "preflight failed" not in output, output[-4000:]
+        roundtrip = next(c for c in doc["criteria"] if c["id"] == "AC-CERT-ROUNDTRIP")
+        assert roundtrip["status"] == "passed", output[-4000:]
+        # no SelfSubjectReview answered, and the workspace role was bound (to the identity the token names)
+        assert not any(e.resource == "selfsubjectreviews" and e.status == 201 for e in log.entries())
+        assert any(e.verb == "create" and e.resource == "rolebindings" and e.status == 201 for e in log.entries())
+    finally:
+        cluster.twin.clear_faults()
+
+
 def _preflight_without(cluster, role: str, removed) -> preflight.PreflightError:
     """Preflight's error with the first rule of `role` that `removed` selects taken out (put back afterwards)."""
     rules = cluster.shipped_rules(role)

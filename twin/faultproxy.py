@@ -18,6 +18,7 @@ import http.server
 import json
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
@@ -84,6 +85,13 @@ class RequestLog:
 class ApiFaults:
     flaky_rate: float = 0.0
     watch_drop: bool = False
+    # The API server as before Kubernetes 1.27 (stack-facts-3.md §2.1): no SelfSubjectReview in authentication.k8s.io's
+    # discovery, and a 404 for the resource, as for any resource a server does not serve.
+    no_self_subject_review: bool = False
+
+
+AUTHENTICATION_DISCOVERY = re.compile(r"^/apis/authentication\.k8s\.io/v1(alpha1|beta1)?/?$")
+SELF_SUBJECT_REVIEW = "selfsubjectreviews"
 
 
 def classify(method: str, path: str, query: dict, content_type: str = "") -> RequestEntry:
@@ -218,6 +226,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if entry.resource != "healthz" and proxy.faults.flaky_rate and random.random() < proxy.faults.flaky_rate:
                 entry.status = self._transient_error()
                 return
+            if proxy.faults.no_self_subject_review and entry.resource == SELF_SUBJECT_REVIEW:
+                entry.status = 404
+                self._send_status(404, "NotFound", "the server could not find the requested resource")
+                return
+            if proxy.faults.no_self_subject_review and self.command == "GET" \
+                    and AUTHENTICATION_DISCOVERY.match(urlsplit(self.path).path):
+                entry.status = self._without_self_subject_review(body)
+                return
             if entry.verb == "watch" and proxy.faults.watch_drop:
                 rv = query.get("resourceVersion")
                 if rv not in (None, "", "0"):
@@ -278,6 +294,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             if cut_after_first_event or self.owner._stopping.is_set():
                 self.close_connection = True
+
+    def _without_self_subject_review(self, body: bytes | None) -> int:
+        """authentication.k8s.io's discovery (an APIResourceList) without selfsubjectreviews."""
+        if self._conn is None:
+            self._conn = self.owner.upstream_connection()
+        self._conn.request(self.command, self.path, body=body, headers=self._headers_out())
+        resp = self._conn.getresponse()
+        data = resp.read()
+        if resp.status == 200:
+            doc = json.loads(data)
+            doc["resources"] = [r for r in doc.get("resources") or [] if r.get("name") != SELF_SUBJECT_REVIEW]
+            data = json.dumps(doc).encode()
+        self.send_response_only(resp.status, resp.reason)
+        self.send_header("Content-Type", resp.getheader("Content-Type") or "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return resp.status
 
     def _transient_error(self) -> int:
         if random.random() < 0.5:

@@ -17,6 +17,7 @@ KINDS = {
     "predict-wrong": (None, "the model server answers with a wrong model"),
     "api-flaky": ("RATE", "that fraction of API requests fails with a transient error"),
     "watch-drop": (None, "API watches are dropped"),
+    "no-selfsubjectreview": (None, "the API server serves no SelfSubjectReview, as before Kubernetes 1.27"),
     "default-sa-reads-secrets": (None, "a ClusterRoleBinding lets every ServiceAccount read Secrets"),
     "cert-expiring": (None, "Knative's webhook CA rotation is stuck: its CA expires in 6 hours"),
     "metrics-not-counting": (None, "the model server's /metrics never counts a predict call"),

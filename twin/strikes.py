@@ -357,14 +357,16 @@ def _permissive_left(twin) -> list[str]:
 def _api_faults_left(twin) -> list[str]:
     faults = twin.api.faults
     return [f"the API fault proxy still {what}" for on, what in
-            ((faults.flaky_rate, f"fails {faults.flaky_rate:.0%} of the requests"), (faults.watch_drop, "drops watches"))
+            ((faults.flaky_rate, f"fails {faults.flaky_rate:.0%} of the requests"), (faults.watch_drop, "drops watches"),
+             (faults.no_self_subject_review, "hides SelfSubjectReview"))
             if on]
 
 
 def _set_api_faults(twin, _fault: Fault = None, _state=None) -> None:
-    """The proxy's faults follow the active fault set (api-flaky's highest rate, watch-drop)."""
+    """The proxy's faults follow the active fault set (api-flaky's highest rate, watch-drop, no-selfsubjectreview)."""
     twin.api.faults.flaky_rate = twin.fault_set.rate()
     twin.api.faults.watch_drop = twin.fault_set.has("watch-drop")
+    twin.api.faults.no_self_subject_review = twin.fault_set.has("no-selfsubjectreview")
 
 
 # -- the registry -----------------------------------------------------------------------------------------------------
@@ -382,6 +384,7 @@ STRIKES: dict[str, Strike] = {
     "predict-wrong": Strike(),     # also the S3 URI handed over: the store's wrong model (twin.s3_settings)
     "api-flaky": Strike(_set_api_faults, _set_api_faults, _api_faults_left),
     "watch-drop": Strike(_set_api_faults, _set_api_faults, _api_faults_left),
+    "no-selfsubjectreview": Strike(_set_api_faults, _set_api_faults, _api_faults_left),
     "default-sa-reads-secrets": Strike(_strike_secret_reader, _undo_secret_reader, _secret_reader_left),
     "cert-expiring": Strike(_strike_expiring_ca, _undo_expiring_ca, _expiring_ca_left),
     "metrics-not-counting": Strike(),
