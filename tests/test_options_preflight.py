@@ -203,9 +203,14 @@ def test_a_cluster_outside_the_tested_range_is_verified_all_the_same_with_a_find
     assert "outside profile 'seed''s tested range 1.25-1.27: verifying it all the same" in capsys.readouterr().out
 
 
+def test_the_minor_is_read_from_any_git_version():
+    assert [preflight.minor_of(v) for v in ("v1.34.4", "v1.27.9-eks-5e0fdde", "v1.29.3+k3s1", "", "v2")] == \
+        [34, 27, 29, 0, 0]
+
+
 def test_outside_tested_range_fail_stops_before_any_check():
-    with pytest.raises(preflight.PreflightError, match="v1.31.0 is outside profile 'seed''s tested range 1.25-1.27") \
-            as e:
+    with pytest.raises(preflight.PreflightError, match="Kubernetes v1.31.0 is outside profile 'seed''s tested range "
+                       "1.25-1.27") as e:
         preflight.check_api(_FakeKube("31"), Profile.load("seed"), outside="fail")
     assert "drop --outside-tested-range fail" in e.value.remedy
 
