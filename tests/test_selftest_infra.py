@@ -167,3 +167,22 @@ def test_twin_attach_to_a_twin_that_stopped_is_one_preflight_error(tmp_path):
                           str(handoff), "--profile", "latest", "--signoff-dir", str(tmp_path / "o"), "--alluredir",
                           str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == pytest.ExitCode.USAGE_ERROR and "runs the profile" in out.stderr, out.stderr[-2000:]
+
+
+class _RunningTwin:
+    def __init__(self):
+        self.stopped = False
+
+    def stop(self):
+        self.stopped = True
+
+
+def test_a_worker_runs_one_shared_twin_at_a_time(tmp_path):
+    """An idle twin costs CPU: asking for another profile's twin stops the running one (it restarts when asked)."""
+    from tests.twinruns import SharedTwins
+    twins = SharedTwins(tmp_path, tmp_path / "shared.jsonl", "gw0")
+    seed = twins("seed")
+    running = seed.twin = _RunningTwin()
+    latest = twins("latest")
+    assert running.stopped and seed.twin is None
+    assert twins("seed") is seed and latest is twins("latest")

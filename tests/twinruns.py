@@ -195,7 +195,10 @@ class SharedTwin:
 
 
 class SharedTwins:
-    """This worker's shared twins, one per profile, started when a run first needs one."""
+    """This worker's shared twins, one per profile, started when a run first needs one. At most one runs at a time:
+    a worker runs one test at a time, and an idle twin is not free (its API server, controllers and stand-ins keep
+    about a tenth of a core busy; three workers holding three or four each starved the twins that worked, on two
+    cores). Asking for another profile's twin stops the running one; it starts again from its snapshot when needed."""
 
     def __init__(self, workdir: Path, log_path: Path, worker: str):
         self.workdir, self.log_path, self.worker = workdir, log_path, worker
@@ -206,6 +209,9 @@ class SharedTwins:
         if key not in self._twins:
             self._twins[key] = SharedTwin(profile, self.workdir / f"shared-{len(self._twins)}", self.log_path,
                                           self.worker)
+        for other, twin in self._twins.items():
+            if other != key:
+                twin.stop()
         return self._twins[key]
 
     def stop(self) -> None:
