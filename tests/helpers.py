@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,33 @@ def headless_chromium(url: str, profile_dir: Path, *flags: str, timeout: float =
 # Set (to the test's id) while a test not marked `twin` runs (tests/conftest.py): it may not run the suite on a twin.
 TWIN_REFUSED: str | None = None
 
+# At most this many `pytest suites/acceptance` runs at once on the machine, whatever the number of xdist workers:
+# a whole run keeps about a core busy (its twin's API server, stand-ins and model servers, and the suite), and three
+# at once on two cores starved each other until a fault run's 6 s certificate wait timed out. A worker waiting for a
+# slot idles: the slots bound the load, so that each run gets the CPU its budgets assume.
+SUITE_SLOTS = int(os.environ.get("KSTACK_SELFTEST_SUITE_SLOTS", "2"))
+SLOT_DIR = Path(tempfile.gettempdir()) / "kstack-selftest-suite-slots"
+
+
+@contextlib.contextmanager
+def suite_slot():
+    """One of SUITE_SLOTS machine-wide slots (file locks), held while a suite run runs."""
+    from filelock import FileLock, Timeout
+    SLOT_DIR.mkdir(parents=True, exist_ok=True)
+    locks = [FileLock(str(SLOT_DIR / f"slot-{i}.lock")) for i in range(max(SUITE_SLOTS, 1))]
+    while True:
+        for lock in locks:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        time.sleep(0.2)       # a local lock file, not the API: the next run's slot frees within seconds to minutes
+
 
 def run_pytest(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run pytest as a user would, in a subprocess, from the project root. An acceptance run writes its results
@@ -64,7 +92,8 @@ def run_pytest(*args: str, env: dict | None = None, timeout: float = 600, cwd: P
     full_env.pop("PYTEST_XDIST_WORKER", None)
     full_env.pop("KSTACK_HANDOFF", None)
     try:
-        return _run_in_own_group([sys.executable, "-m", "pytest", *args], cwd, full_env, timeout)
+        with suite_slot() if scratch is not None else contextlib.nullcontext():
+            return _run_in_own_group([sys.executable, "-m", "pytest", *args], cwd, full_env, timeout)
     finally:
         if scratch is not None:       # the caller named no folder, so reads none of it
             shutil.rmtree(scratch, ignore_errors=True)

@@ -186,3 +186,32 @@ def test_a_worker_runs_one_shared_twin_at_a_time(tmp_path):
     latest = twins("latest")
     assert running.stopped and seed.twin is None
     assert twins("seed") is seed and latest is twins("latest")
+
+
+def test_at_most_the_slots_of_suite_runs_run_at_once(tmp_path, monkeypatch):
+    """Three holders for two slots: the third waits until one of the first two leaves."""
+    import threading
+    monkeypatch.setattr(helpers, "SLOT_DIR", tmp_path)
+    monkeypatch.setattr(helpers, "SUITE_SLOTS", 2)
+    inside, most, release = [], [0], threading.Event()
+    lock = threading.Lock()
+
+    def hold():
+        with helpers.suite_slot():
+            with lock:
+                inside.append(1)
+                most[0] = max(most[0], len(inside))
+            release.wait(5)
+            with lock:
+                inside.pop()
+
+    threads = [threading.Thread(target=hold) for _ in range(3)]
+    for t in threads:
+        t.start()
+    import time
+    time.sleep(0.6)
+    assert len(inside) == 2          # the third waits for a slot
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert most[0] == 2 and inside == []
