@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from stack.record import Limitation
-from twin import kwok
 from twin.waits import wait_object
 
 log = logging.getLogger("twin.scenarios")
@@ -172,8 +171,7 @@ def ha_nodes(twin) -> None:
     from twin import bootstrap
     version = twin.controlplane.version.get("gitVersion", "")
     for name in CONTROL_PLANE_NODES + (CORDONED_WORKER,):
-        node = bootstrap.node(name, version)
-        node["metadata"]["annotations"] = dict(kwok.NODE_ANNOTATION)
+        node = bootstrap.node(name, version)          # KWOK's annotation included: KWOK keeps it Ready
         if name in CONTROL_PLANE_NODES:
             node["spec"] = {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}
         else:
