@@ -50,7 +50,7 @@ def resolve_profile_path(name_or_path: str, directory: Path = PROFILES_DIR) -> P
     if candidate.suffix in (".yaml", ".yml") or os.sep in name_or_path:
         if not candidate.is_file():
             raise ProfileError(f"file not found: {candidate}")
-        return candidate
+        return candidate.resolve()     # absolute: the twin's stand-ins read it from another working directory
     path = directory / f"{name_or_path}.yaml"
     if not path.is_file():
         names = ", ".join(available_profiles(directory)) or "(none)"

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from twin.kubelet import ProcessSpec
+from twin.processes import go_env
 
 STANDIN_ROLES = {
     # (component, container name) -> stand-in module and role argument
@@ -81,7 +82,7 @@ class Catalog:
             binary = self._kserve_binary(workload, self.profile.components["kserve"].version)
             if binary is None:
                 return None
-            return ProcessSpec(argv=[str(binary)], in_cluster=True)
+            return ProcessSpec(argv=[str(binary)], in_cluster=True, env=go_env({}))
         if component == "knative" and workload.startswith("net-istio"):
             role = NET_ISTIO.get(cname)
             return self._standin(role[0], role[1]) if role else None

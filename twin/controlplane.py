@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 
 from twin import pki
 from twin.netns import NetNamespace
-from twin.processes import stop_process, stop_processes
+from twin.processes import go_env, stop_process, stop_processes
 
 log = logging.getLogger("twin.controlplane")
 
@@ -185,7 +185,7 @@ class ControlPlane:
         out = open(self.log_dir / f"{name}.log", "ab")
         try:
             self.procs[name] = self.netns.spawn(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                cwd=self.workdir, nice=CONTROL_PLANE_NICE)
+                                                cwd=self.workdir, nice=CONTROL_PLANE_NICE, env=go_env(dict(os.environ)))
         finally:
             out.close()
         log.info("twin: started %s (pid %d)", name, self.procs[name].pid)

@@ -31,3 +31,11 @@ def test_processes_that_honour_sigterm_stop_at_once_and_a_dead_one_is_skipped():
     procs[0].wait()
     stop_processes(procs, grace=30.0)
     assert [p.returncode for p in procs] == [-9, -15, -15]
+
+
+def test_the_twins_go_programs_run_with_a_lazier_collector_unless_the_user_set_one(monkeypatch):
+    from twin.processes import GO_GC_PERCENT, go_env
+    monkeypatch.delenv("GOGC", raising=False)
+    assert go_env({"PATH": "/bin"}) == {"PATH": "/bin", "GOGC": GO_GC_PERCENT}
+    monkeypatch.setenv("GOGC", "150")
+    assert go_env({})["GOGC"] == "150"

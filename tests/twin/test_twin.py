@@ -277,3 +277,14 @@ def test_only_the_newest_snapshots_of_a_profile_are_kept(tmp_path):
     prune(tmp_path / "latest-aaa", keep=3)      # the current one is the oldest: it stays anyway
     assert sorted(p.name for p in tmp_path.iterdir()) == [".latest-tmp", "latest-aaa", "latest-ccc", "latest-ddd",
                                                           "latest-standard-eee"]
+
+
+def test_the_control_plane_and_kserves_controller_run_with_the_twins_go_collector_setting(seed):
+    from twin.processes import go_env
+    wanted = go_env({})["GOGC"]
+    kserve = [r.proc.pid for (uid, name), r in seed.kubelet.running.items() if name == "manager"]
+    pids = [p.pid for p in seed.controlplane.procs.values()] + kserve
+    assert kserve and len(pids) >= 5
+    for pid in pids:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"GOGC={wanted}".encode() in environ, pid

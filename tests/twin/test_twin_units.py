@@ -29,3 +29,23 @@ def test_a_limit_that_cannot_be_raised_is_said_with_the_remedy():
     said = ensure_inotify_instances(_ReadOnlyLimit(), 1024)
     assert said.startswith("fs.inotify.max_user_instances is 128 and could not be raised")
     assert said.endswith("sysctl -w fs.inotify.max_user_instances=1024")
+
+
+def test_a_stand_in_writes_an_object_only_when_its_lister_copy_differs_from_what_it_wants():
+    from twin.standins.runtime import Kube, covers
+    wanted = {"apiVersion": "v1", "kind": "Route", "metadata": {"name": "r", "labels": {"a": "1"}},
+              "spec": {"traffic": [{"percent": 100}]}}
+    defaulted = {"apiVersion": "v1", "kind": "Route", "metadata": {"name": "r", "uid": "u", "labels": {"a": "1", "b": "2"}},
+                 "spec": {"traffic": [{"percent": 100, "latestRevision": True}]}, "status": {"url": "x"}}
+    assert covers(defaulted, wanted)
+    assert not covers({**defaulted, "spec": {"traffic": [{"percent": 50}]}}, wanted)
+    assert not covers({**defaulted, "spec": {"traffic": [{"percent": 100}, {"percent": 0}]}}, wanted)
+    assert not covers({**defaulted, "metadata": {"name": "r"}}, wanted)
+
+    applied = []
+    kube = Kube.__new__(Kube)
+    kube.apply = lambda obj, manager: applied.append(obj) or obj
+    assert kube.ensure(wanted, "m", defaulted) is defaulted and applied == []
+    assert kube.ensure(wanted, "m", None) is wanted and applied == [wanted]
+    kube.ensure(wanted, "m", {**defaulted, "spec": {}})
+    assert len(applied) == 2

@@ -57,6 +57,8 @@ class Controller:
                                     label_selector="serving.knative.dev/service")
         self.pods = Informer(kube, "v1", "Pod", self._pod_event, label_selector="serving.knative.dev/service")
         self.ingresses = Informer(kube, NETWORKING, "Ingress", self._owner_event)
+        self.configurations = Informer(kube, SERVING, "Configuration")
+        self.routes = Informer(kube, SERVING, "Route")
         self.config_domain = Informer(kube, "v1", "ConfigMap", self._config_event, namespace=system_namespace,
                                       field_selector="metadata.name=config-domain")
         self.activators = Informer(kube, "v1", "Pod", self._config_event, namespace=system_namespace,
@@ -65,7 +67,7 @@ class Controller:
 
     def start(self) -> None:
         for informer in (self.config_domain, self.activators, self.pods, self.deployments, self.ingresses,
-                         self.revisions, self.services):
+                         self.configurations, self.routes, self.revisions, self.services):
             informer.start()
 
     def _enqueue(self, event_type: str, svc: dict) -> None:
@@ -95,7 +97,7 @@ class Controller:
 
     def reconcile(self, key) -> None:
         ns, name = key
-        svc = self.kube.get(SERVING, "Service", name, ns)
+        svc = self.services.get(name, ns)      # the lister's copy, as Knative's reconciler reads it
         if svc is None or svc["metadata"].get("deletionTimestamp"):
             return
         generation = svc["metadata"].get("generation", 1)
@@ -117,8 +119,7 @@ class Controller:
                 "metadata": {"name": name, "namespace": ns, "labels": self._labels(svc),
                              "ownerReferences": [owner_ref(svc)]},
                 "spec": {"template": _copy(template)}}
-        config = self.kube.apply(body, MANAGER)
-        return config
+        return self.kube.ensure(body, MANAGER, self.configurations.get(name, ns))
 
     def _revision_name(self, svc: dict, config: dict) -> str:
         explicit = ((svc["spec"].get("template") or {}).get("metadata") or {}).get("name")
@@ -307,11 +308,11 @@ class Controller:
         local = domain == f"svc.{CLUSTER_DOMAIN}" or \
             (svc["metadata"].get("labels") or {}).get("networking.knative.dev/visibility") == "cluster-local"
         url = f"http://{name}.{ns}.{domain}" if not local else f"http://{name}.{ns}.svc.{CLUSTER_DOMAIN}"
-        route = self.kube.apply({"apiVersion": SERVING, "kind": "Route",
-                                 "metadata": {"name": name, "namespace": ns, "labels": self._labels(svc),
-                                              "ownerReferences": [owner_ref(svc)]},
-                                 "spec": {"traffic": [{"configurationName": name, "latestRevision": True,
-                                                       "percent": 100}]}}, MANAGER)
+        route = self.kube.ensure({"apiVersion": SERVING, "kind": "Route",
+                                  "metadata": {"name": name, "namespace": ns, "labels": self._labels(svc),
+                                               "ownerReferences": [owner_ref(svc)]},
+                                  "spec": {"traffic": [{"configurationName": name, "latestRevision": True,
+                                                        "percent": 100}]}}, MANAGER, self.routes.get(name, ns))
         if revision is None:
             return route, False
         rev = revision["metadata"]["name"]
@@ -324,12 +325,12 @@ class Controller:
         if not local:
             rules.append({"hosts": [f"{name}.{ns}.{domain}"], "visibility": "ExternalIP",
                           "http": rules[0]["http"]})
-        self.kube.apply({"apiVersion": NETWORKING, "kind": "Ingress",
-                         "metadata": {"name": name, "namespace": ns, "labels": self._labels(svc),
-                                      "annotations": {"networking.knative.dev/ingress.class":
-                                                      "istio.ingress.networking.knative.dev"},
-                                      "ownerReferences": [owner_ref(route)]},
-                         "spec": {"rules": rules, "httpOption": "Enabled"}}, MANAGER)
+        self.kube.ensure({"apiVersion": NETWORKING, "kind": "Ingress",
+                          "metadata": {"name": name, "namespace": ns, "labels": self._labels(svc),
+                                       "annotations": {"networking.knative.dev/ingress.class":
+                                                       "istio.ingress.networking.knative.dev"},
+                                       "ownerReferences": [owner_ref(route)]},
+                          "spec": {"rules": rules, "httpOption": "Enabled"}}, MANAGER, self.ingresses.get(name, ns))
         ingress = self.ingresses.get(name, ns) or self.kube.get(NETWORKING, "Ingress", name, ns)
         ingress_ready = is_true(ingress, "Ready")
         conds = set_condition((route.get("status") or {}).get("conditions"), "AllTrafficAssigned", "True")

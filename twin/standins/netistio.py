@@ -36,8 +36,11 @@ class Controller:
         self.gateway_service, self.local_gateway_service = gateway_service, local_gateway_service
         self.queue = WorkQueue(self.reconcile)
         self.ingresses = Informer(kube, NETWORKING, "Ingress", self._event)
+        self.virtualservices = Informer(kube, ISTIO, "VirtualService",
+                                        label_selector="networking.internal.knative.dev/ingress")
 
     def start(self) -> None:
+        self.virtualservices.start()
         self.ingresses.start()
 
     def _event(self, event_type: str, ing: dict) -> None:
@@ -47,7 +50,7 @@ class Controller:
 
     def reconcile(self, key) -> None:
         ns, name = key
-        ing = self.kube.get(NETWORKING, "Ingress", name, ns)
+        ing = self.ingresses.get(name, ns)      # the lister's copy
         if ing is None or ing["metadata"].get("deletionTimestamp"):
             return
         hosts, gateways, routes = [], [], []
@@ -76,7 +79,7 @@ class Controller:
                                          if k.startswith("serving.knative.dev/")}},
                            "ownerReferences": [owner_ref(ing)]},
               "spec": {"hosts": hosts, "gateways": gateways, "http": routes}}
-        self.kube.apply(vs, MANAGER)
+        self.kube.ensure(vs, MANAGER, self.virtualservices.get(f"{name}-ingress", ns))
         conds = (ing.get("status") or {}).get("conditions")
         for ctype in ("NetworkConfigured", "LoadBalancerReady", "Ready"):
             conds = set_condition(conds, ctype, "True")

@@ -147,6 +147,14 @@ class Kube:
             body=obj, name=meta["name"], namespace=meta.get("namespace"), field_manager=manager,
             force_conflicts=force).to_dict()
 
+    def ensure(self, obj: dict, manager: str, current: dict | None) -> dict:
+        """`obj` applied, unless `current` (the informer's copy) already has every field of it: a reconciler
+        writes only what differs from its lister's state (knative.dev/pkg's reconcilers compare with
+        equality.Semantic before an update), instead of a no-op apply on every event."""
+        if current is not None and covers(current, obj):
+            return current
+        return self.apply(obj, manager)
+
     def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: dict,
               subresource: str | None = None) -> dict:
         res = self.resource(api_version, kind)
@@ -532,6 +540,17 @@ def set_condition(conditions: list[dict] | None, ctype: str, status: str, reason
     cond.update(extra)
     conditions.append(cond)
     return conditions
+
+
+def covers(actual, desired) -> bool:
+    """Whether `actual` has every field of `desired` with its value (fields the API server or a webhook added to
+    `actual`, defaults and status, do not matter); lists match item by item."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(covers(actual.get(k), v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(actual, list) and len(actual) == len(desired) and all(
+            covers(a, d) for a, d in zip(actual, desired))
+    return actual == desired
 
 
 def owner_ref(obj: dict, controller: bool = True) -> dict:
