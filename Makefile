@@ -15,13 +15,21 @@ MATRIX_DIR ?= reports/matrix-runs
 ACTIONLINT_VERSION := v1.7.12
 ACTIONLINT := .cache/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
 
-.PHONY: acceptance acceptance-twin controlplane test test-fast venv venv-twin report matrix clean
+.PHONY: acceptance acceptance-twin controlplane test test-fast venv venv-twin report matrix clean python-version
 
 # Three workers on two cores: a twin run waits more than it computes (about 0.6 of a core each). loadgroup keeps a
 # module's twin on one worker, and tests/scheduling.py hands out the longest work first.
 TEST_ARGS := -n 3 --dist loadgroup
 
-$(VENV)/.suite: requirements.txt
+# The venv's Python must be 3.11 or newer (the code's own floor: tomllib, typing); macOS' /usr/bin/python3 is 3.9,
+# and pip would otherwise fail deep inside an install of the pinned dependencies.
+python-version:
+	@v=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2]); sys.exit(sys.version_info < (3, 11))' 2>/dev/null) \
+	|| { echo "make: kstack needs Python 3.11 or newer; PYTHON=$(PYTHON) is $${v:-not found}. Install one (macOS: \
+	brew install python@3.12; Debian/Ubuntu: apt install python3.11-venv) and run make PYTHON=python3.12 (or python3.11)." >&2; \
+	exit 1; }
+
+$(VENV)/.suite: requirements.txt | python-version
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt

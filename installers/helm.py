@@ -22,6 +22,10 @@ from stack.wait import Deadline
 INSTALL_DOC = "https://helm.sh/docs/intro/install/"
 MISSING_HELM = ("helm is not installed (no `helm` on PATH); the {what} needs helm v3: install it from "
                 f"{INSTALL_DOC} (or run with --install never against a cluster that already has the stack)")
+# Homebrew's `helm` formula is Helm v4 since its release; v3 stays as the keg-only `helm@3` (Formula/h/helm@3.rb in
+# Homebrew/homebrew-core), which is not on PATH until put there.
+HELM3_REMEDY = (f"install Helm v3 ({INSTALL_DOC}) and put it first on PATH (Homebrew: `brew install helm@3`, then "
+                "`export PATH=\"$(brew --prefix helm@3)/bin:$PATH\"`: Homebrew's `helm` is v4)")
 _checked: dict[str, str] = {}     # helm path -> version, checked once per process
 
 
@@ -56,7 +60,7 @@ def find_helm(ctx: InstallContext, what: str = "install") -> str:
     try:
         helm_version(path, ctx.env)
     except HelmVersionError as e:
-        raise InstallError(f"{e}: {INSTALL_DOC}") from None
+        raise InstallError(f"{e}: {HELM3_REMEDY}") from None
     return path
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stack.durations import go_seconds
+from stack.failures import Category, expect
 
 KPA_CLASS = "kpa.autoscaling.knative.dev"
 KNATIVE_AUTOSCALING = "autoscaling.knative.dev"
@@ -120,3 +121,13 @@ def knative_settings(data: dict | None) -> dict[str, str]:
            for key, default in KNATIVE_DEFAULTS.items()}
     out.update({key: f"{value} (set)" for key, value in data.items() if key not in KNATIVE_DEFAULTS})
     return out
+
+
+def replicas_before_idling(pods: list[dict], what: str, selector: str) -> list[str]:
+    """The names of the running replicas the wait for zero will watch go. A wait for "no Pod left" proves nothing
+    unless it first saw the Pods it waits on: none here (a label the Pods do not carry, say) fails at once."""
+    names = sorted(p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp"))
+    expect(names, Category.AUTOSCALING,
+           f"no running Pod of {what} carries the label {selector}, though it has just answered a predict: "
+           f"a wait for it to scale to zero would pass without having seen a replica")
+    return names

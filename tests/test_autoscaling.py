@@ -47,3 +47,17 @@ def test_config_autoscaler_settings_are_recorded_as_set_or_as_knatives_default()
     assert settings["stable-window"] == "30s (set)" and settings["scale-to-zero-grace-period"] == "10s (set)"
     assert settings["enable-scale-to-zero"] == "true (default)"
     assert settings["activator-capacity"] == "50 (set)" and "_example" not in settings
+
+
+def test_the_wait_for_zero_first_sees_the_replicas_it_waits_on():
+    import pytest
+    from stack.autoscaling import replicas_before_idling
+    from stack.failures import Category, CheckFailure
+    pod = {"metadata": {"name": "iris-zero-00001-deployment-abc"}}
+    gone = {"metadata": {"name": "iris-zero-00001-deployment-old", "deletionTimestamp": "2026-12-07T00:00:00Z"}}
+    assert replicas_before_idling([pod, gone], "ns/iris-zero", "l=v") == ["iris-zero-00001-deployment-abc"]
+    for pods in ([], [gone]):
+        with pytest.raises(CheckFailure) as e:
+            replicas_before_idling(pods, "ns/iris-zero", "serving.kserve.io/inferenceservice=iris-zero")
+        assert e.value.category is Category.AUTOSCALING
+        assert "serving.kserve.io/inferenceservice=iris-zero" in str(e.value)

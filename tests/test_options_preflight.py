@@ -123,6 +123,7 @@ def test_helm_other_than_v3_is_one_clear_error_at_preflight(tmp_path, monkeypatc
     assert f"{tmp_path / 'helm'} is helm {version_line or '(unknown version)'}" in e.value.problem
     assert "helm v3" in e.value.problem
     assert "helm.sh" in e.value.remedy and "v3" in e.value.remedy and "PATH" in e.value.remedy
+    assert "brew install helm@3" in e.value.remedy      # Homebrew's `helm` is v4: a laptop's first helm
 
 
 def test_a_helm_that_fails_to_report_its_version_is_one_clear_error(tmp_path, monkeypatch):

@@ -113,10 +113,12 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
     _pod_autoscaler(kube, ns, ZERO)
     path = f"/v1/models/{ZERO}:predict"     # KServe names the model after its InferenceService
     Predictor(kube, profile, ingress_url, isvc, deadline("predict")).post(path, V1_INPUT)   # it served once
+    selector = f"serving.kserve.io/inferenceservice={ZERO}"
+    replicas = autoscaling.replicas_before_idling(kube.list("v1", "Pod", ns, label_selector=selector)[0],
+                                                  f"{ns}/{ZERO}", selector)
     idle_budget = settings.idle_seconds + max(IDLE_SLACK * run_options.timeout_scale, MIN_SLACK)
     started = time.monotonic()
-    wait_for(kube, _scaled(profile, ns, f"serving.kserve.io/inferenceservice={ZERO}", f"{ns}/{ZERO} scaled to zero",
-                           at_most=0),
+    wait_for(kube, _scaled(profile, ns, selector, f"{ns}/{ZERO} scaled to zero", at_most=0),
              Deadline(idle_budget, "scale to zero"))
     to_zero = time.monotonic() - started
     started = time.monotonic()
@@ -125,7 +127,7 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
     cold_start = time.monotonic() - started
     allure.dynamic.parameter("cold_start_seconds", round(cold_start, 2))
     evidence.add("scale to zero and cold start", {
-        "InferenceService": f"{ns}/{ZERO} (minReplicas 0)",
+        "InferenceService": f"{ns}/{ZERO} (minReplicas 0)", "replicas before idling": replicas,
         "config-autoscaler": f"enable-scale-to-zero {settings.enabled}, stable-window {settings.stable_window:g} s, "
                              f"scale-to-zero-grace-period {settings.grace_period:g} s, "
                              f"scale-to-zero-pod-retention-period {settings.pod_retention:g} s",
