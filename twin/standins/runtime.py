@@ -549,7 +549,7 @@ def covers(actual, desired) -> bool:
         return isinstance(actual, dict) and all(covers(actual.get(k), v) for k, v in desired.items())
     if isinstance(desired, list):
         return isinstance(actual, list) and len(actual) == len(desired) and all(
-            covers(a, d) for a, d in zip(actual, desired))
+            covers(a, d) for a, d in zip(actual, desired, strict=True))
     return actual == desired
 
 
