@@ -20,7 +20,7 @@ import pytest
 
 from reports.allure_meta import write_categories, write_environment, write_executor
 from reports.signoff import remove_previous, summary_line, write_signoff
-from stack.record import RunRecord
+from stack.record import RunRecord, write_run
 
 DEFAULT_RESULTS = Path("reports") / "allure-results"
 DEFAULT_SIGNOFF = Path("reports") / "out"
@@ -104,11 +104,15 @@ def signoff_dir(config: pytest.Config) -> Path:
     return Path(os.path.abspath(value))
 
 
-def stopped(config: pytest.Config, message: str) -> None:
-    """The run stops before any check (bad options, preflight): a sign-off with verdict ERROR and the reason, so
-    the sign-off folder says what happened to this run. A no-op in xdist workers."""
+def stopped(config: pytest.Config, message: str, run: RunRecord | None = None) -> None:
+    """The run stops before any check (bad options, preflight): a sign-off with verdict ERROR and the reason, and
+    what the run knew by then (`run`: its profile, the suite, the runner), so the sign-off folder says what happened
+    to this run. A no-op in xdist workers."""
     if is_worker(config) or not acceptance_run(config) or getattr(config.option, "collectonly", False):
         return
+    if run is not None:
+        results_dir(config).mkdir(parents=True, exist_ok=True)
+        write_run(results_dir(config), run)
     paths = write_signoff(results_dir(config), signoff_dir(config), stopped=message)
     print(summary_line({"verdict": "ERROR"}, paths[:3]), flush=True)
 

@@ -479,7 +479,9 @@ def _version_rows(doc: dict) -> list[tuple[str, str, str, str]]:
         want = doc["versions"].get(component)
         have = doc["running_versions"].get(component)
         match = "unknown" if not have or not want else ("yes" if same_version(str(have), str(want)) else "NO")
-        rows.append((component, _text(want), _text(have) if have else "unreadable", match))
+        # A run reads every component's version at its end (None: unreadable); one stopped before it has none.
+        unread = "unreadable" if component in doc["running_versions"] else "not read (the run stopped before)"
+        rows.append((component, _text(want), _text(have) if have else unread, match))
     return rows
 
 

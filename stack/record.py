@@ -282,7 +282,7 @@ class CriterionApplicability:
 @dataclass
 class RunRecord:
     simulated: bool
-    profile: str
+    profile: str | None                 # None: the run stopped before its profile was loaded (bad options)
     profile_path: str | None = None
     versions: dict[str, str] = field(default_factory=dict)                 # from the profile
     running_versions: dict[str, str | None] = field(default_factory=dict)  # read from the cluster

@@ -1,6 +1,7 @@
 """Option handling, provider selection and each preflight message: one clear error with a remedy, at once."""
 from __future__ import annotations
 
+import platform
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import yaml
 
 from fixtures import preflight
 from fixtures.kind import kind_config
+from stack import provenance
 from stack.profile import Profile
 from tests.helpers import fake_docker_daemon, run_pytest
 
@@ -243,8 +245,11 @@ def test_a_run_stopped_at_preflight_leaves_no_stale_verdict_but_an_error_signoff
     assert doc["verdict"] == "ERROR"
     assert doc["verdict_reasons"] == ["the run stopped before any check ran: bad options: profile: unknown profile 'nope'; "
                                       "available profiles: latest, latest-standard, seed"]
-    assert "# KServe stack sign-off: ERROR" in (out_dir / "signoff.md").read_text()
+    md = (out_dir / "signoff.md").read_text()
+    assert "# KServe stack sign-off: ERROR" in md
     assert (out_dir / "notes.txt").read_text() == "the user's own file"      # only the sign-off's own files go
+    assert doc["profile"] is None and doc["suite"]["version"] == provenance.suite_version()   # what it knew
+    assert "Python unknown" not in md and "kstack unknown" not in md
 
 
 def test_a_run_without_docker_writes_an_error_signoff_naming_the_preflight(tmp_path):
@@ -254,3 +259,11 @@ def test_a_run_without_docker_writes_an_error_signoff_naming_the_preflight(tmp_p
     doc = json.loads((tmp_path / "out" / "signoff.json").read_text())
     assert doc["verdict"] == "ERROR" and "preflight failed: " in doc["verdict_reasons"][0]
     assert "Docker daemon unreachable" in doc["verdict_reasons"][0]
+    # What the run knew before it touched a cluster: the profile it loaded, the provider, the suite, the runner.
+    assert doc["profile"] == "seed" and doc["versions"]["kserve"] == "v0.11.0"
+    assert doc["cluster"]["provider"] == "kind" and doc["simulated"] is False
+    assert doc["suite"]["python"] == platform.python_version() and doc["suite"]["version"] == provenance.suite_version()
+    assert doc["runner"]["hostname"] != "unknown"
+    md = (tmp_path / "out" / "signoff.md").read_text()
+    assert "- **Profile:** seed" in md and "kstack unknown" not in md and "Python unknown" not in md
+    assert "| kserve | v0.11.0 | not read (the run stopped before) | unknown |" in md
