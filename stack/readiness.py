@@ -281,6 +281,13 @@ def judge_image(profile: "Profile", expected: str, actual: str) -> ImageJudgemen
     return ImageJudgement(matches, risk)
 
 
+def image_drift(workload: str, container: str, running: str, expected: str, judged: list[ImageJudgement]) -> str:
+    """One line of image drift: what runs against the pin, and what a retired registry means for it (the fact a
+    user must act on: a new Pod cannot pull that image, whatever the pin says)."""
+    return (f"{workload} container {container}: runs {running}, profile pins {expected}"
+            + "".join(f"; {j.risk}" for j in judged if j.risk))
+
+
 # -- CRDs, certificates, endpoints, webhooks ---------------------------------------------------------------------------
 def crd_status(crd: dict | None, name: str, versions: list[str] | None = None) -> Status:
     if crd is None:

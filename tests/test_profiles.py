@@ -147,3 +147,24 @@ def test_declared_monitors_make_ac_monitors_apply(tmp_path):
     assert "AC-MONITORS" not in configured_criteria(Given, Given)
     ok, reason = applicable(BY_ID["AC-MONITORS"], set(Given.profile.components))
     assert not ok and "monitors declared in the profile" in reason
+
+
+# Registries deleted upstream: no image a profile names should come from one, even in a dry run (the profile is a
+# user's example). Knative's samples moved from gcr.io/knative-samples to ghcr.io/knative (knative/docs).
+DELETED_REGISTRIES = ("gcr.io/knative-samples/",)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_admission_probes_name_no_image_of_a_deleted_registry(name):
+    def images(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from ([value] if key == "image" and isinstance(value, str) else images(value))
+        elif isinstance(node, list):
+            for item in node:
+                yield from images(item)
+    profile = Profile.load(name)
+    named = [i for c in profile.components.values() for p in c.admission_probes for i in images(p)]
+    assert named or not profile.has("knative"), "Knative's probe names no image: this test reads the wrong field"
+    stale = [i for i in named if i.startswith(DELETED_REGISTRIES) or profile.retired_registry(i)]
+    assert not stale, stale

@@ -265,3 +265,20 @@ def test_the_release_image_a_profile_overrides_matches_and_a_retired_registry_is
     assert risk.text.startswith(f"kserve/kserve-controller-manager container kube-rbac-proxy runs {released}")
     assert retired_images([ImageRow("kserve", "kserve", "kserve-controller-manager", "kube-rbac-proxy", pinned,
                                     None)], seed) == []
+
+
+def test_drift_to_an_image_of_a_retired_registry_says_it_cannot_be_pulled_again():
+    """A hand-upgraded kube-rbac-proxy still from gcr.io/kubebuilder: drift, and the line says what the user must act
+    on (the registry is gone), not only which image the profile pins."""
+    from stack.profile import Profile
+    from stack.readiness import image_drift, judge_image
+    seed = Profile.load("seed")
+    pinned, running = "quay.io/brancz/kube-rbac-proxy:v0.13.1", "gcr.io/kubebuilder/kube-rbac-proxy:v0.14.0"
+    judged = [judge_image(seed, pinned, running)]
+    line = image_drift("kserve/kserve-controller-manager", "kube-rbac-proxy", running, pinned, judged)
+    assert line.startswith(f"kserve/kserve-controller-manager container kube-rbac-proxy: runs {running}, "
+                           f"profile pins {pinned}; {running}: gcr.io/kubebuilder was deleted")
+    assert "cannot pull it" in line
+    other = "quay.io/brancz/kube-rbac-proxy:v0.18.0"
+    assert image_drift("w", "c", other, pinned, [judge_image(seed, pinned, other)]) == \
+        f"w container c: runs {other}, profile pins {pinned}"

@@ -7,7 +7,7 @@ import pytest
 
 from stack.checks import namespaces, workloads
 from stack.failures import Category, CheckFailure, expect
-from stack.readiness import PodHealth, judge_image, pods_summary, workload_images
+from stack.readiness import PodHealth, image_drift, judge_image, pods_summary, workload_images
 from stack.wait import Deadline, look, require, wait_for
 
 LOOK_SECONDS = 20       # the one look that takes a failed wait's evidence
@@ -87,8 +87,8 @@ def test_workload_images(component, profile, kube, stack, diagnostics, evidence)
                 running_images[f"{w['namespace']}/{w['name']}/{container}"] = f"{actual}{where}{digests}"
                 judged = [judge_image(profile, expected, image) for image in (ci.images if ci else [])]
                 if ci is None or not all(j.matches for j in judged):
-                    drift.append(f"{w['namespace']}/{w['name']} container {container}: runs {actual}{where}, "
-                                 f"profile pins {expected}")
+                    drift.append(image_drift(f"{w['namespace']}/{w['name']}", container, f"{actual}{where}", expected,
+                                             judged))
                 for j in judged:
                     if j.risk:
                         risks[f"{w['namespace']}/{w['name']}/{container}"] = j.risk
