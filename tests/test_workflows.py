@@ -194,6 +194,18 @@ def test_the_plan_step_turns_the_dispatch_input_into_the_matrix(tmp_path, reques
     assert json.loads(outputs["profiles"]) == profiles
 
 
+@pytest.mark.parametrize("images, problem", [
+    ("kindest/node:v1.30.0", "takes PROFILE=IMAGE entries"),        # one image for all: the ranges do not overlap
+    ("sead=kindest/node:v1.27.3", "takes PROFILE=IMAGE entries"),   # a typo would silently use the pinned image
+    ("seed=$(curl evil)", "not an image reference for seed")])
+def test_the_plan_step_refuses_node_images_that_are_not_one_per_shipped_profile(tmp_path, images, problem):
+    proc, outputs = _run_step(_step(NIGHTLY, "plan", "plan"), tmp_path, REQUESTED="", KIND_IMAGES=images)
+    assert proc.returncode == 1 and problem in proc.stderr and "include" not in outputs
+    proc, outputs = _run_step(_step(NIGHTLY, "plan", "plan"), tmp_path, REQUESTED="",
+                              KIND_IMAGES=f"seed={SEED_NODE},latest=kindest/node:v1.34.0")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_the_plan_step_refuses_an_unknown_profile(tmp_path):
     proc, outputs = _run_step(_step(NIGHTLY, "plan", "plan"), tmp_path, REQUESTED="seed nightly-typo")
     assert proc.returncode == 1 and "unknown profile: nightly-typo (shipped: latest, latest-standard, seed)" in proc.stderr
@@ -225,16 +237,22 @@ def _stub_make(tmp_path: Path) -> Path:
     return bin_dir
 
 
-@pytest.mark.parametrize("image, accepted", [("", True), ("kindest/node:v1.30.0@sha256:" + "a" * 64, True),
-                                             ("kindest/node:v1; curl evil", False), ("--help", False)])
-def test_the_acceptance_step_runs_the_main_command_and_accepts_only_an_image_reference(tmp_path, image, accepted):
+SEED_NODE = "kindest/node:v1.27.3@sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("images, image, accepted", [
+    ("", "", True), (f"seed={SEED_NODE}", SEED_NODE, True),
+    (f"latest=kindest/node:v1.34.0, seed={SEED_NODE}", SEED_NODE, True),      # each profile takes its own
+    ("latest=kindest/node:v1.34.0", "", True),                                # none for seed: its pinned one
+    ("seed=kindest/node:v1;curl", "", False), ("seed=--help", "", False)])
+def test_the_acceptance_step_runs_the_main_command_with_its_profiles_node_image(tmp_path, images, image, accepted):
     step = _step(NIGHTLY, "acceptance", "make acceptance --profile ${{ matrix.profile }}")
     args_file = tmp_path / "make-args"
     path = f"{_stub_make(tmp_path)}{os.pathsep}{os.environ['PATH']}"
-    proc, _ = _run_step(step, tmp_path, PATH=path, MAKE_ARGS_FILE=str(args_file), PROFILE="seed", KIND_IMAGE=image,
+    proc, _ = _run_step(step, tmp_path, PATH=path, MAKE_ARGS_FILE=str(args_file), PROFILE="seed", KIND_IMAGES=images,
                         OUT="kstack-out/seed")
     if not accepted:
-        assert proc.returncode == 2 and "not an image reference" in proc.stderr and not args_file.exists()
+        assert proc.returncode == 2 and "not an image reference for seed" in proc.stderr and not args_file.exists()
         return
     assert proc.returncode == 0, proc.stderr
     make_args = args_file.read_text().splitlines()
