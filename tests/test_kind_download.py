@@ -131,3 +131,14 @@ def test_a_real_checksum_mismatch_is_still_reported_as_such(releases):
     stub.answers[checksum] = (200, ("0" * 64 + "  kind\n").encode())
     with pytest.raises(PreflightError, match="expected 0000"):
         kind_mod.ensure_kind_binary(profile, [])
+
+
+def test_the_readme_says_what_is_verified_of_an_unpinned_kind_binary():
+    """A profile without `binary_sha256` trusts the checksum published beside the binary: the README says so, and
+    what that does not protect against, for as long as a shipped profile has no pin."""
+    from pathlib import Path
+    unpinned = [n for n in ("seed", "latest", "latest-standard") if not Profile.load(n).kind.get("binary_sha256")]
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    if unpinned:
+        assert "checked only against the `.sha256sum` file published beside it in the same release" in readme
+        assert "catches a corrupt or partial download but not a release replaced at its source" in readme
