@@ -180,6 +180,13 @@ class Component:
         return self.data["version_probe"]
 
     @property
+    def unpinned_digests(self) -> list[str]:
+        """The inventory's images pinned by name with any digest (`@sha256:*`): where the release's digests are not
+        in the profile (Knative's release YAMLs pin digests that ko resolves at release time)."""
+        return sorted({image for key in ("deployments", "daemonsets") for w in self.inventory.get(key, [])
+                       for image in w["containers"].values() if image.endswith("@sha256:*")})
+
+    @property
     def readiness_gates(self) -> dict:
         return self.data.get("readiness_gates", {})
 

@@ -102,3 +102,13 @@ def test_the_pods_table_shows_a_waiting_reason_as_kubectl_does_the_first_contain
                {"name": "proxy", "ready": False, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
     row = pod_row(pod, datetime(2026, 12, 2, 10, 5, tzinfo=timezone.utc))
     assert (row.status, row.ready, row.restarts) == ("CrashLoopBackOff", "0/2", 4)
+
+
+def test_images_pinned_with_any_digest_are_a_limitation_naming_where_the_version_comes_from(monkeypatch):
+    """Knative's images are pinned as `...@sha256:*` (its release digests are not in the profile): the sign-off says
+    that another build of the same image passes, and that the version is read from a label."""
+    run = _collect(monkeypatch, items={"Namespace": NAMESPACES})
+    [lim] = [x for x in run.limitations if x.id == "image-digest-unpinned"]
+    assert lim.text.startswith("knative: 6 image(s) are pinned by name with any digest")
+    assert lim.text.endswith("read from the label app.kubernetes.io/version of knative-serving/controller")
+    assert runmeta.unpinned_digests(Profile.load("latest-standard")) == []      # no Knative: nothing to say
