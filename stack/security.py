@@ -156,12 +156,14 @@ class ContainerSecurity:
 
 
 def container_security(pod: dict) -> list[ContainerSecurity]:
-    """Each container's effective settings: its own securityContext, else the pod's (runAsNonRoot, runAsUser).
-    An unset allowPrivilegeEscalation means true for a process that is not PR_SET_NO_NEW_PRIVS (Kubernetes' default)."""
+    """Each container's effective settings, init containers first (KServe's storage-initializer is one, and a
+    restricted Pod Security admission judges them all): its own securityContext, else the pod's (runAsNonRoot,
+    runAsUser). An unset allowPrivilegeEscalation means true for a process that is not PR_SET_NO_NEW_PRIVS
+    (Kubernetes' default)."""
     spec = pod.get("spec") or {}
     pod_ctx = spec.get("securityContext") or {}
     out = []
-    for c in spec.get("containers") or []:
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         ctx = c.get("securityContext") or {}
         non_root = ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot"))
         user = ctx.get("runAsUser", pod_ctx.get("runAsUser"))

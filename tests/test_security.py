@@ -90,3 +90,29 @@ def test_a_containers_effective_security_context(ctx, pod_ctx, problems):
     pod = {"spec": {"securityContext": pod_ctx, "containers": [{"name": "kserve-container", "securityContext": ctx}]}}
     [found] = container_security(pod)
     assert len(found.problems()) == problems, found
+
+
+def test_init_containers_are_judged_too_first():
+    """KServe v0.20's pod mutator injects the storage-initializer as an init container with the securityContext of
+    the ClusterStorageContainer "default": none in the release YAMLs. A restricted Pod Security admission judges init
+    containers as it judges the others, so the check does too."""
+    restricted = {"runAsNonRoot": True, "allowPrivilegeEscalation": False}
+    pod = {"spec": {"initContainers": [{"name": "storage-initializer"}],
+                    "containers": [{"name": "kserve-container", "securityContext": restricted}]}}
+    found = container_security(pod)
+    assert [c.container for c in found] == ["storage-initializer", "kserve-container"]
+    assert len(found[0].problems()) == 2 and found[1].problems() == []
+    pod["spec"]["initContainers"][0]["securityContext"] = {**restricted, "capabilities": {"drop": ["ALL"]}}
+    assert all(not c.problems() for c in container_security(pod))
+
+
+def test_the_profiles_requiring_pod_security_give_the_storage_initializer_kserves_chart_default():
+    """The release YAMLs leave the storage-initializer without a securityContext; the profiles that require
+    AC-POD-SECURITY patch the ClusterStorageContainer as KServe's Helm chart does by default."""
+    from stack.profile import Profile
+    for name in ("latest", "latest-standard"):
+        profile = Profile.load(name)
+        assert "AC-POD-SECURITY" in profile.required_criteria
+        [patch] = [p for p in profile.components["kserve"].patches if p["kind"] == "ClusterStorageContainer"]
+        ctx = patch["merge"]["spec"]["container"]["securityContext"]
+        assert ctx["runAsNonRoot"] is True and ctx["allowPrivilegeEscalation"] is False
