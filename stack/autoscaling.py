@@ -14,12 +14,13 @@
     serverless_problems(pa, spec)      how a PodAutoscaler differs from it
     hpa_problems(hpa, spec)            how an HPA differs from it
     knative_settings(data)             config-autoscaler's settings, each as set or as Knative's default
+    ScalingWindows                     how long Knative takes to scale a revision out and back in, from its settings
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stack.durations import go_seconds
+from stack.durations import go_seconds, parse_time
 from stack.failures import Category, expect
 
 KPA_CLASS = "kpa.autoscaling.knative.dev"
@@ -46,6 +47,58 @@ KNATIVE_DEFAULTS = {
     "initial-scale": "1",
     "allow-zero-initial-scale": "false",
 }
+
+
+# knative.dev/serving pkg/autoscaler/scaling/multiscaler.go `tickInterval` and pkg/queue/sharedmain/main.go
+# `drainSleepDuration` (read at v0.37.1 and v0.48.1: the same in Knative 1.10 and 1.21).
+AUTOSCALER_TICK_SECONDS = 2.0
+QUEUE_PROXY_DRAIN_SECONDS = 30.0
+REVISION_WINDOW_KEYS = {"stable-window": f"{KNATIVE_AUTOSCALING}/window",
+                        "panic-window-percentage": f"{KNATIVE_AUTOSCALING}/panic-window-percentage",
+                        "scale-down-delay": f"{KNATIVE_AUTOSCALING}/scale-down-delay"}
+
+
+@dataclass(frozen=True)
+class ScalingWindows:
+    """How long Knative's KPA takes to scale a revision out under a surge and back in after it, from
+    config-autoscaler and the revision's own annotations (pkg/autoscaler/scaling/autoscaler.go Scale)."""
+    stable_window: float
+    panic_window: float
+    scale_down_delay: float
+
+    @classmethod
+    def from_settings(cls, config: dict | None, revision_annotations: dict | None = None) -> "ScalingWindows":
+        config, annotations = config or {}, revision_annotations or {}
+
+        def value(key: str) -> str:     # the revision's annotation wins over the cluster's setting
+            return annotations.get(REVISION_WINDOW_KEYS[key]) or config.get(key) or KNATIVE_DEFAULTS[key]
+        stable = go_seconds(value("stable-window"))
+        return cls(stable, stable * float(value("panic-window-percentage")) / 100, go_seconds(value("scale-down-delay")))
+
+    def scale_out_seconds(self, replica_start: float) -> float:
+        """From the surge's start to a second Ready replica: the panic window sees it, the next tick scales up, and
+        the new replica starts as the first one did."""
+        return self.panic_window + AUTOSCALER_TICK_SECONDS + replica_start
+
+    def scale_in_seconds(self) -> float:
+        """From the surge's end to the extra replicas gone: panic mode holds the count for a stable window after the
+        last tick over the threshold ("Stop panicking after the surge has made its way into the stable metric"),
+        then scale-down-delay and the next tick, then each removed Pod's queue-proxy drains before it goes."""
+        return self.stable_window + self.scale_down_delay + AUTOSCALER_TICK_SECONDS + QUEUE_PROXY_DRAIN_SECONDS
+
+
+def replica_start_seconds(pods: list[dict]) -> float | None:
+    """The longest a Ready Pod took from its creation to Ready (its Ready condition's lastTransitionTime): what a
+    new replica of the same revision will take, on the same cluster."""
+    out = []
+    for pod in pods:
+        ready = next((c for c in (pod.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Ready" and c.get("status") == "True"), None)
+        created, became = parse_time(pod["metadata"].get("creationTimestamp")), parse_time((ready or {}).get(
+            "lastTransitionTime"))
+        if created and became:
+            out.append(max((became - created).total_seconds(), 0.0))
+    return max(out) if out else None
 
 
 @dataclass(frozen=True)
@@ -101,8 +154,11 @@ class ScaleToZero:
 
     @property
     def idle_seconds(self) -> float:
-        """How long after its last request an idle revision loses its last replica, at the latest."""
-        return self.stable_window + self.grace_period + self.pod_retention
+        """How long after its last request an idle revision's last replica is gone, at the latest: idle for a stable
+        window, the grace period for the activator to be in the path, the retention period, the next tick, then the
+        Pod's queue-proxy drains (knative.dev/pkg network/handlers Drainer: a quiet period from the drain's start)."""
+        return (self.stable_window + self.grace_period + self.pod_retention + AUTOSCALER_TICK_SECONDS
+                + QUEUE_PROXY_DRAIN_SECONDS)
 
     @classmethod
     def from_config(cls, data: dict | None) -> "ScaleToZero":

@@ -1,8 +1,10 @@
 """Go durations ("90s", "1m30s", "2160h", "500ms") as the stack's objects write them: cert-manager's Certificate
-duration and renewBefore, Knative's config-autoscaler windows. One parser for the suite and the twin."""
+duration and renewBefore, Knative's config-autoscaler windows. One parser for the suite and the twin. And the
+objects' timestamps (RFC 3339, "2026-12-07T10:00:00Z")."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
@@ -18,3 +20,12 @@ def go_seconds(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"not a duration: {text!r}")
     return sum(float(n) * _SECONDS[u] for n, u in parts)
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An object's RFC 3339 timestamp (creationTimestamp, a condition's lastTransitionTime, a certificate's notAfter);
+    None where it is unset or unreadable."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None

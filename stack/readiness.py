@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, NamedTuple
 
+from stack.durations import parse_time
 from stack.failures import WAITING_REASON_CATEGORY, Category
 from stack.snapshot import Persisting, Status
 
@@ -69,13 +70,6 @@ class PodHealth(NamedTuple):
     past_restarts: list[str]         # restarts out of any loop now (older than RECENT_TERMINATION_SECONDS): evidence
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-    except ValueError:
-        return None
-
-
 def _age(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -89,7 +83,7 @@ def restarts(cs: dict, now: datetime | None = None) -> tuple[str | None, bool]:
     if not count:
         return None, False
     last = (cs.get("lastState") or {}).get("terminated") or {}
-    finished = _parse_time(last.get("finishedAt"))
+    finished = parse_time(last.get("finishedAt"))
     ago = ((now or datetime.now(timezone.utc)) - finished).total_seconds() if finished else None
     text = f"container {cs.get('name')} restarted {count} time{'' if count == 1 else 's'}"
     if last:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stack.checks import ADMISSION_API, CM_API, WEBHOOK_KINDS
+from stack.durations import parse_time
 
 if TYPE_CHECKING:
     from stack.kube import Kube
@@ -86,12 +87,6 @@ def format_days(d: datetime.timedelta) -> str:
     return f"{d.total_seconds() / 86400:.1f} days"
 
 
-def _parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def stack_certificates(kube: Kube, profile: Profile, window: datetime.timedelta) -> list[CertificateValidity]:
     """cert-manager Certificates in the stack's namespaces (status.notAfter, as cert-manager records the issued
     certificate) and every CA certificate in the caBundles of the profile's webhook configurations (what the API server
@@ -106,7 +101,7 @@ def stack_certificates(kube: Kube, profile: Profile, window: datetime.timedelta)
                 meta, spec = cert["metadata"], cert.get("spec") or {}
                 subject = ", ".join(spec.get("dnsNames") or []) or spec.get("commonName") or meta["name"]
                 out.append(CertificateValidity(f"Certificate {ns}/{meta['name']}", subject,
-                                               _parse_time((cert.get("status") or {}).get("notAfter")), window,
+                                               parse_time((cert.get("status") or {}).get("notAfter")), window,
                                                window_why))
     # One list per kind, not one get per configuration.
     configurations = {(kind, o["metadata"]["name"]): o for kind in WEBHOOK_KINDS

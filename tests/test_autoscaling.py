@@ -61,3 +61,31 @@ def test_the_wait_for_zero_first_sees_the_replicas_it_waits_on():
             replicas_before_idling(pods, "ns/iris-zero", "serving.kserve.io/inferenceservice=iris-zero")
         assert e.value.category is Category.AUTOSCALING
         assert "serving.kserve.io/inferenceservice=iris-zero" in str(e.value)
+
+
+def test_scaling_waits_follow_knatives_windows_with_the_revisions_own_first():
+    """Knative 1.11's defaults: a scale-in after a surge takes the stable window (panic mode holds the count), a tick
+    and queue-proxy's 30 s drain: 92 s before any slack, which the old fixed 60 s + stable window barely covered."""
+    from stack.autoscaling import ScaleToZero, ScalingWindows
+    defaults = ScalingWindows.from_settings({"_example": "..."})
+    assert (defaults.stable_window, defaults.panic_window, defaults.scale_down_delay) == (60.0, 6.0, 0.0)
+    assert defaults.scale_in_seconds() == 92.0
+    assert defaults.scale_out_seconds(50.0) == 58.0           # panic window, a tick, a replica's start
+    cluster = {"stable-window": "6s", "scale-down-delay": "1m"}
+    assert ScalingWindows.from_settings(cluster).scale_in_seconds() == 6 + 60 + 2 + 30
+    revision = {"autoscaling.knative.dev/window": "20s", "autoscaling.knative.dev/panic-window-percentage": "50"}
+    own = ScalingWindows.from_settings(cluster, revision)
+    assert (own.stable_window, own.panic_window, own.scale_down_delay) == (20.0, 10.0, 60.0)
+    assert ScaleToZero.from_config({}).idle_seconds == 60 + 30 + 0 + 2 + 30
+
+
+def test_a_replicas_start_is_read_from_its_pods_creation_to_ready():
+    from stack.autoscaling import replica_start_seconds
+
+    def pod(created: str, ready_at: str | None, status: str = "True") -> dict:
+        conds = [{"type": "Ready", "status": status, "lastTransitionTime": ready_at}] if ready_at else []
+        return {"metadata": {"creationTimestamp": created}, "status": {"conditions": conds}}
+    assert replica_start_seconds([pod("2026-12-07T10:00:00Z", "2026-12-07T10:00:48Z"),
+                                  pod("2026-12-07T10:01:00Z", "2026-12-07T10:01:20Z")]) == 48.0
+    assert replica_start_seconds([pod("2026-12-07T10:00:00Z", None)]) is None
+    assert replica_start_seconds([pod("2026-12-07T10:00:00Z", "2026-12-07T10:00:05Z", "False")]) is None

@@ -23,13 +23,13 @@ pytestmark = [pytest.mark.area("autoscaling", story="autoscaling", feature="kser
 SCALED = "sklearn-iris-scaling"
 ZERO = "sklearn-iris-zero"
 LOADED = "sklearn-iris-load"
-# The bounded load: this many callers at once, at most LOAD_REQUESTS calls and LOAD_SECONDS, against a per-pod
-# concurrency target of 1 with at most 3 replicas.
+# The bounded load: this many callers at once, at most LOAD_REQUESTS calls, for as long as the scale-out may take,
+# against a per-pod concurrency target of 1 with at most 3 replicas.
 LOAD_SPEC = AutoscalingSpec(min_replicas=1, max_replicas=3, metric="concurrency", target=1)
-LOAD_CALLERS, LOAD_REQUESTS, LOAD_SECONDS = 6, 5000, 90.0
-MIN_SCALE_OUT_WAIT = 45.0      # the wait for a second replica, scaled by --timeout-scale down to this
-# Beyond Knative's own window, grace and retention (never scaled: they are the cluster's settings), the time for the
-# last pod to terminate; --timeout-scale scales this part, never below MIN_SLACK.
+LOAD_CALLERS, LOAD_REQUESTS = 6, 5000
+# Each scaling wait is what Knative's own settings make it (stack.autoscaling: windows, grace, retention, ticks,
+# queue-proxy's drain, never scaled: they are the cluster's) plus this slack for the Pods' own time, scaled by
+# --timeout-scale, never below MIN_SLACK.
 IDLE_SLACK, MIN_SLACK = 60.0, 30.0
 # A cold start waits for a Pod to be scheduled, its model downloaded and its server up: at least this long, whatever
 # --timeout-scale makes of the predict budget.
@@ -131,20 +131,23 @@ def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingr
         "config-autoscaler": f"enable-scale-to-zero {settings.enabled}, stable-window {settings.stable_window:g} s, "
                              f"scale-to-zero-grace-period {settings.grace_period:g} s, "
                              f"scale-to-zero-pod-retention-period {settings.pod_retention:g} s",
-        "last replica gone after": f"{to_zero:.1f} s (allowed {idle_budget:.0f} s)",
+        "last replica gone after": f"{to_zero:.1f} s (allowed {idle_budget:.0f} s: stable window, grace, retention, "
+                                   f"a tick, queue-proxy's {autoscaling.QUEUE_PROXY_DRAIN_SECONDS:g} s drain, "
+                                   f"and slack)",
         "cold start (first predict at zero)": f"{cold_start:.2f} s", "answer": body})
 
 
 class BoundedLoad:
-    """LOAD_CALLERS parallel predict loops, stopped when the with-block ends, at the request cap or the time cap."""
+    """LOAD_CALLERS parallel predict loops, stopped when the with-block ends, at the request cap or after `seconds`."""
 
-    def __init__(self, predictor: Predictor, path: str):
+    def __init__(self, predictor: Predictor, path: str, seconds: float):
         self.predictor, self.path = predictor, path
         self.stopped = threading.Event()
         self.lock = threading.Lock()
         self.sent = self.failed = 0
         self.errors: list[str] = []
-        self.deadline = time.monotonic() + LOAD_SECONDS      # the time cap, whatever the caller waits for
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds      # the time cap, whatever the caller waits for
         self.pool = ThreadPoolExecutor(LOAD_CALLERS, thread_name_prefix="load")
 
     def _caller(self) -> None:
@@ -176,31 +179,45 @@ def test_replicas_rise_under_load_and_fall_back(profile, kube, stack, test_names
                                                 run_options, diagnostics, evidence):
     if profile.iris.get("deployment_mode") not in autoscaling.SERVERLESS_MODES:
         pytest.skip("the profile's InferenceServices are not Serverless (an HPA scales on CPU, from metrics-server)")
-    settings = ScaleToZero.from_config(_config_autoscaler(kube))
     ns = test_namespace("load")
     diagnostics.namespace(ns)
     manifest = isvc_manifest(profile, ns, name=LOADED)
     manifest["spec"]["predictor"].update(LOAD_SPEC.predictor_fields())
     isvc, _ = deploy_and_wait(kube, profile, ns, manifest, deadline("inference_service"))
-    _pod_autoscaler(kube, ns, LOADED)
+    pa = _pod_autoscaler(kube, ns, LOADED)
     selector = f"serving.kserve.io/inferenceservice={LOADED}"
+    windows = autoscaling.ScalingWindows.from_settings(_config_autoscaler(kube), pa["metadata"].get("annotations"))
+    first = kube.list("v1", "Pod", ns, label_selector=selector)[0]
+    replica_start = autoscaling.replica_start_seconds(first)
+    expect(replica_start is not None, Category.AUTOSCALING,
+           f"no Ready Pod of {ns}/{LOADED} carries the label {selector}, though it is Ready: its scaling cannot be seen")
+    slack = max(IDLE_SLACK * run_options.timeout_scale, MIN_SLACK)
+    out_budget = windows.scale_out_seconds(replica_start) + slack
     predictor = Predictor(kube, profile, ingress_url, isvc, deadline("predict"))
     started = time.monotonic()
-    with BoundedLoad(predictor, f"/v1/models/{LOADED}:predict") as load:
+    with BoundedLoad(predictor, f"/v1/models/{LOADED}:predict", out_budget) as load:
         wait_for(kube, _scaled(profile, ns, selector, f"{ns}/{LOADED} scaled out", at_least=2),
-                 Deadline(max(LOAD_SECONDS * run_options.timeout_scale, MIN_SCALE_OUT_WAIT), "scale out under load"))
+                 Deadline(out_budget, "scale out under load"))
         scaled_out = time.monotonic() - started
     peak = len(kube.list("v1", "Pod", ns, label_selector=selector)[0])
     started = time.monotonic()
-    fall_back = settings.stable_window + max(IDLE_SLACK * run_options.timeout_scale, MIN_SLACK)
+    in_budget = windows.scale_in_seconds() + slack
     wait_for(kube, _scaled(profile, ns, selector, f"{ns}/{LOADED} scaled in", at_most=LOAD_SPEC.min_replicas),
-             Deadline(fall_back, "scale in after the load"))
+             Deadline(in_budget, "scale in after the load"))
     scaled_in = time.monotonic() - started
     evidence.add("scale out and back", {
         "InferenceService": f"{ns}/{LOADED}", "asked": LOAD_SPEC.predictor_fields(),
-        "load": f"{LOAD_CALLERS} parallel callers, {load.sent} calls (cap {LOAD_REQUESTS}, {LOAD_SECONDS:g} s)",
+        "load": f"{LOAD_CALLERS} parallel callers, {load.sent} calls (cap {LOAD_REQUESTS}, {out_budget:.0f} s)",
         "failed calls": load.failed, "more than one replica after": f"{scaled_out:.1f} s",
         "pods at the end of the load": peak,
-        "back to minReplicas after": f"{scaled_in:.1f} s (allowed {fall_back:.0f} s)"})
+        "back to minReplicas after": f"{scaled_in:.1f} s",
+        "budgets (Knative's windows + slack)": {
+            "scale out": f"{out_budget:.0f} s = panic window {windows.panic_window:g} s + tick "
+                         f"{autoscaling.AUTOSCALER_TICK_SECONDS:g} s + the first replica's start {replica_start:.0f} s "
+                         f"+ slack {slack:.0f} s",
+            "scale in": f"{in_budget:.0f} s = stable window {windows.stable_window:g} s (panic mode holds) + "
+                        f"scale-down-delay {windows.scale_down_delay:g} s + tick "
+                        f"{autoscaling.AUTOSCALER_TICK_SECONDS:g} s + queue-proxy drain "
+                        f"{autoscaling.QUEUE_PROXY_DRAIN_SECONDS:g} s + slack {slack:.0f} s"}})
     expect(load.failed == 0, Category.AUTOSCALING,
            f"{load.failed} of {load.sent} calls failed while {LOADED} scaled out: {load.errors[:3]}")
