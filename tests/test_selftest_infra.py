@@ -215,3 +215,19 @@ def test_at_most_the_slots_of_suite_runs_run_at_once(tmp_path, monkeypatch):
     for t in threads:
         t.join(10)
     assert most[0] == 2 and inside == []
+
+
+def test_the_snapshot_key_reads_the_upstream_manifests_content_not_their_place(tmp_path):
+    """Two clones of the same code on one machine (a fresh clone's `make test`) share the snapshots; a changed
+    upstream manifest makes a new one."""
+    from stack.profile import Profile
+    from twin.snapshots import directory
+    profile = Profile.load("seed")
+    here, there = tmp_path / "a" / "upstream", tmp_path / "b" / "upstream"
+    for root in (here, there):
+        (root / "kserve-v0.11.0").mkdir(parents=True)
+        (root / "kserve-v0.11.0" / "kserve.yaml").write_text("kind: List\n")
+    key = directory(profile, {"etcd": "/bin/etcd"}, here, tmp_path)
+    assert directory(profile, {"etcd": "/bin/etcd"}, there, tmp_path) == key
+    (there / "kserve-v0.11.0" / "kserve.yaml").write_text("kind: List\nitems: []\n")
+    assert directory(profile, {"etcd": "/bin/etcd"}, there, tmp_path) != key

@@ -80,7 +80,11 @@ def directory(profile, binaries: dict, upstream: Path | None, cache: Path) -> Pa
         digest.update(path.read_bytes())
     for name, path in sorted(binaries.items()):
         digest.update(f"{name}={path}".encode())
-    digest.update(str(upstream).encode())
+    # What the upstream manifests say, not where they lie: every clone of the same code on this machine (a fresh
+    # clone's `make test`, `.ci/run`) finds the snapshots an earlier one made.
+    for path in sorted(p for p in upstream.rglob("*") if p.is_file()) if upstream and upstream.is_dir() else ():
+        digest.update(str(path.relative_to(upstream)).encode())
+        digest.update(path.read_bytes())
     return cache / f"{profile.name}-{digest.hexdigest()[:16]}"
 
 
