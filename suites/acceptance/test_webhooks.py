@@ -33,8 +33,8 @@ def test_webhook_configurations(component, profile, kube, stack, diagnostics, ev
 @pytest.mark.per_component(has="admission_probes")
 @pytest.mark.needs(component=True)
 @allure.title("{component}: webhooks admit a valid object and deny an invalid one")
-def test_webhooks_admitting(component, profile, kube, stack, test_namespace, deadline, diagnostics, evidence):
-    ns = test_namespace("webhooks")
+def test_webhooks_admitting(component, profile, kube, stack, dry_run_namespace, deadline, diagnostics, evidence):
+    ns = dry_run_namespace
     inventory = profile.components[component].inventory
     diagnostics.namespace(*inventory.get("namespaces", []))          # the webhook server's pods, events and logs
     for hook in inventory.get("webhooks", []):
