@@ -135,7 +135,8 @@ class Bench:
 # -- the contenders --------------------------------------------------------------------------------------------------
 def ours(bench: Bench, pods: bool) -> Callable[[str, float], None]:
     from stack.checks import inference_service
-    from stack.wait import Deadline, wait_for
+    from stack.deadline import Deadline
+    from stack.wait import wait_for
     bench.kube.list("v1", "Pod", NS)       # discovery of Pods, once, as in a run
 
     def wait(name: str, timeout: float) -> None:

@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 from installers import helm
-from installers.base import Addon, InstallContext, gate
+from installers.base import Addon
+from installers.context import InstallContext, gate
 from stack import checks
 from stack.checks import Check, all_of
 from stack.profile import Component
-from stack.wait import Deadline
+from stack.deadline import Deadline
 
 
 class CertManagerAddon(Addon):

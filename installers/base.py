@@ -1,110 +1,22 @@
-"""The Addon contract (one per component, Kong KTF shape), the InstallContext every step receives, and the generic
-profile-driven Addon that installs a component from its helm releases, release manifests and patches.
+"""The Addon contract (one per component, Kong KTF shape) and the generic profile-driven Addon that installs a
+component from its helm releases, release manifests and patches (the InstallContext every step receives is
+installers/context.py).
 
 Components differ by data (profile `install`, `inventory`, `readiness_gates`, `version_probe`); the few behaviours
 that really differ live in installers/addons.py.
 """
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Mapping
-
+from installers import helm, manifests
+from installers.context import InstallContext, InstallError, gate
 from stack import checks, diagnostics
 from stack.checks import Check, all_of
 from stack.failures import Category, CheckFailure
-from stack.kube import Kube
-from stack.profile import Component, Profile
+from stack.profile import Component
 from stack.snapshot import Status
 from stack.versions import running_version
-from stack.wait import Deadline, look, wait_for
-
-MODES = ("auto", "always", "never")
-DEFAULT_CACHE_DIR = Path("~/.cache/kstack/manifests")
-
-
-class InstallError(Exception):
-    """An install step that failed, as a sentence naming the component, the step and the cause.
-
-    `category` is the category of the cause (a CRD that never became Established: CRD); the Plan fills in the
-    component, the step and the type of the original error."""
-
-    def __init__(self, message: str, *, category: Category | None = None, component: str | None = None,
-                 step: str | None = None, error_type: str | None = None):
-        super().__init__(message)
-        self.category, self.component, self.step, self.error_type = category, component, step, error_type
-
-
-@dataclass
-class Download:
-    url: str                 # the URL in the profile
-    sha256: str
-    pinned: bool             # True when checked against the profile's sha256
-    source: str = ""         # where it was fetched from (the mirror URL when a mirror is set)
-    cached: bool = False     # served from the cache dir this time
-
-
-def _print_progress(message: str) -> None:
-    print(message, flush=True)
-
-
-def _no_phase(name: str, seconds: float, budget: float, error: BaseException | None = None) -> None:
-    pass
-
-
-@dataclass
-class InstallContext:
-    kube: Kube
-    profile: Profile
-    mode: str = "auto"                                  # auto | always | never
-    timeout_scale: float = 1.0
-    kubeconfig: str | Path | None = None                # for helm; default: the Kube's kubeconfig
-    context: str | None = None                          # for helm; default: the Kube's context
-    progress: Callable[[str], None] = _print_progress
-    # (name, seconds, budget[, error]): a timed phase; with `error`, one that raised it before it finished
-    phase: Callable[..., None] = _no_phase
-    cache_dir: Path | None = None                       # default: $KSTACK_CACHE_DIR or ~/.cache/kstack/manifests
-    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    downloads: list[Download] = field(default_factory=list)   # filled by manifest fetches
-    fetches: list[str] = field(default_factory=list)          # every network fetch of this install (not cache hits)
-    deadline: Deadline | None = None                    # the one install deadline; set by Plan.install
-    step: str = ""                                      # the step under way, for the record of a failure
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise InstallError(f"install mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if self.kubeconfig is None:
-            self.kubeconfig = self.kube.kubeconfig
-        if self.context is None:
-            self.context = self.kube.context
-        if self.cache_dir is None:
-            self.cache_dir = Path(self.env.get("KSTACK_CACHE_DIR") or DEFAULT_CACHE_DIR)
-        self.cache_dir = Path(self.cache_dir).expanduser()
-        self._started = time.monotonic()
-
-    def install_budget(self) -> float:
-        return float(self.profile.budgets["install"]) * self.timeout_scale
-
-    def current_deadline(self) -> Deadline:
-        if self.deadline is None:
-            self.deadline = Deadline(self.install_budget(), "install")
-        return self.deadline
-
-    def say(self, component: str, message: str) -> None:
-        """Progress line: "[kserve 12.3s] applying kserve.yaml (52 objects)" (seconds since the install started)."""
-        self.progress(f"[{component} {time.monotonic() - self._started:.1f}s] {message}")
-
-
-def gate(ctx: InstallContext, check: Check | None, deadline: Deadline, describe: str | None = None) -> None:
-    """Wait for a check as an install gate: its failure is an InstallError carrying the check's category."""
-    if check is None:
-        return
-    try:
-        wait_for(ctx.kube, check, deadline, describe)
-    except CheckFailure as e:
-        raise InstallError(e.text, category=e.category) from e
+from stack.deadline import Deadline
+from stack.wait import look, wait_for
 
 
 class Addon:
@@ -130,7 +42,6 @@ class Addon:
 
     # -- install ---------------------------------------------------------------------------------------------------
     def install(self, ctx: InstallContext) -> None:
-        from installers import helm, manifests   # noqa: PLC0415 - the modules import this one
         deadline = ctx.current_deadline()
         for release in self.component.helm_releases:
             ctx.step = f"helm release {release['release']}"
@@ -193,7 +104,6 @@ class Addon:
     # -- delete ----------------------------------------------------------------------------------------------------
     def delete(self, ctx: InstallContext) -> None:
         """Remove what install created (the objects of its manifests and releases), nothing else; idempotent."""
-        from installers import helm, manifests   # noqa: PLC0415
         gone_namespaces: list[str] = []
         gone_crds: list[str] = []
         for manifest in reversed(self.component.manifests):

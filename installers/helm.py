@@ -12,12 +12,12 @@ import tempfile
 
 import yaml
 
-from installers.base import InstallContext, InstallError, gate
+from installers.context import InstallContext, InstallError, gate
 from stack import checks, retry
 from stack.checks import split_ref
 from stack.profile import WorkloadRef
 from stack.redact import scrub
-from stack.wait import Deadline
+from stack.deadline import Deadline
 
 INSTALL_DOC = "https://helm.sh/docs/intro/install/"
 MISSING_HELM = ("helm is not installed (no `helm` on PATH); the {what} needs helm v3: install it from "

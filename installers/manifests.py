@@ -25,11 +25,11 @@ from pathlib import Path
 
 import yaml
 
-from installers.base import Download, InstallContext, InstallError, gate
+from installers.context import Download, InstallContext, InstallError, gate
 from stack import checks, readiness, retry
 from stack.checks import ADMISSION_API, CRD_API, CRD_KIND, WEBHOOK_KINDS
 from stack.kube import KubeError, NoSuchKind
-from stack.wait import Deadline
+from stack.deadline import Deadline
 
 WORKLOAD_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job", "Pod", "CronJob"}
 RUNTIME_KINDS = {"ClusterServingRuntime", "ServingRuntime"}

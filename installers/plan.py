@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 
 from installers.addons import addon_for
-from installers.base import Addon, InstallContext, InstallError
+from installers.base import Addon
+from installers.context import InstallContext, InstallError
 from stack.failures import Category, category_of
 from stack.record import ComponentResult, Download, InstallResult
 from stack.snapshot import Status
 from stack.versions import normalise_version, same_version
-from stack.wait import Deadline
+from stack.deadline import Deadline
 
 ACTIONS = {"skip": "skipped", "install": "installed", "reapply": "reapplied", "upgrade": "upgraded"}
 

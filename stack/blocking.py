@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from stack.checks import deployed, workloads
 from stack.criteria import COMPONENT_CRITERION
 from stack.failures import Category, CheckFailure
-from stack.wait import Deadline, look
+from stack.deadline import Deadline
+from stack.wait import look
 
 if TYPE_CHECKING:
     from stack.kube import Kube

@@ -86,20 +86,7 @@ WAITING_REASON_CATEGORY = {
 
 
 def category_of(error: BaseException) -> Category | None:
-    """The structured category of an exception, or None for one that carries none (a foreign exception).
-
-    An API error is filed by the signatures the retry layers know (stack/retry.py), so that what is retried as an
-    outage or an install race is also reported as one."""
+    """The structured category of an exception (its `category` field: a check's failure, an install error, an API
+    error as stack.kube.KubeError files it), or None for one that carries none (a foreign exception)."""
     category = getattr(error, "category", None)
-    if isinstance(category, Category):
-        return category
-    from stack import retry   # noqa: PLC0415 - stack.retry imports the record, which needs nothing of this module
-    from stack.kube import KubeError   # noqa: PLC0415 - stack.kube imports the modules that import this one
-    if not isinstance(error, KubeError):
-        return None
-    race = retry.race_signature(error)
-    if race is not None:
-        return Category.CRD if race == retry.KIND_NOT_SERVED else Category.WEBHOOK_TLS
-    if retry.is_api_transient(error) is not None:
-        return Category.INFRASTRUCTURE
-    return None
+    return category if isinstance(category, Category) else None

@@ -33,7 +33,7 @@ from stack import retry
 from stack.failures import Category, CheckFailure
 
 if TYPE_CHECKING:
-    from stack.wait import Deadline
+    from stack.deadline import Deadline
 
 log = logging.getLogger("kstack.kube")
 
@@ -50,6 +50,17 @@ class KubeError(Exception):
         self.status, self.reason, self.message, self.what = status, reason, message, what
         prefix = f"{what}: " if what else ""
         super().__init__(f"{prefix}{message} (HTTP {status} {reason})" if status else f"{prefix}{message}")
+
+    @property
+    def category(self) -> Category | None:
+        """What the answer means for a check, by the signatures the retry layers know (stack/retry.py): what is
+        retried as an outage or an install race is reported as one; None for any other answer."""
+        race = retry.race_signature(self)
+        if race is not None:
+            return Category.CRD if race == retry.KIND_NOT_SERVED else Category.WEBHOOK_TLS
+        if retry.is_api_transient(self) is not None:
+            return Category.INFRASTRUCTURE
+        return None
 
 
 class ApiUnreachable(KubeError):
@@ -81,10 +92,12 @@ class Forbidden(KubeError, CheckFailure):
     meeting it fails with that, in the permission category, never retried (an AssertionError, like every check
     failure); preflight asks for the same permissions up front (stack/rbac.py)."""
 
+    category = Category.PERMISSION      # before KubeError's in the MRO: a refusal is no outage or race
+
     def __init__(self, access: Access, message: str, what: str = ""):
         # KubeError's fields, set here: its __init__ would call CheckFailure's through the MRO
         self.status, self.reason, self.message, self.what = 403, "Forbidden", message, what
-        self.access, self.category = access, Category.PERMISSION
+        self.access = access
         self.text = (f"forbidden: this identity may not {access} (RBAC); the shipped role deploy/rbac/verifier.yaml "
                      f"grants what the checks need (API server: {message})")
         Exception.__init__(self, f"{self.category.tag} {self.text}")

@@ -29,7 +29,7 @@ from stack import retry
 from stack.kube import Forbidden, KubeError
 from stack.record import WorkspaceGrant
 
-from stack.wait import Deadline
+from stack.deadline import Deadline
 
 if TYPE_CHECKING:
     from stack.kube import Kube

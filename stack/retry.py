@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 from stack.record import Retry
 
 if TYPE_CHECKING:
-    from stack.wait import Deadline
+    from stack.deadline import Deadline
 
 log = logging.getLogger("kstack.retry")
 T = TypeVar("T")

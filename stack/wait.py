@@ -24,6 +24,7 @@ from kubernetes import watch as k8s_watch
 
 from stack import retry
 from stack.checks import Check, combine
+from stack.deadline import Deadline
 from stack.failures import Category, CheckFailure
 from stack.kube import Kube, KubeError, NoSuchKind
 from stack.snapshot import Persisting, Snapshot, Source, Status
@@ -37,23 +38,6 @@ WATCH_BACKOFF_CAP = 15.0      # the delay never grows past this (client-go's ref
 MAX_WATCH_ERRORS = 6          # consecutive transient errors (5xx/429) of a watch before the wait gives up
 PROBE_BACKOFF_CAP = 2.0
 PROGRESS_EVERY_SECONDS = 15   # how often a long wait says what it is waiting for
-
-
-class Deadline:
-    """One overall deadline shared by the phases of a test (or of an install)."""
-
-    def __init__(self, seconds: float, what: str = ""):
-        self.seconds, self.what = seconds, what
-        self.start = time.monotonic()
-
-    def remaining(self) -> float:
-        return max(0.0, self.start + self.seconds - time.monotonic())
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
 
 
 class WaitTimeout(CheckFailure):

@@ -19,7 +19,8 @@ from stack.checks import admission_probe, namespaces, workloads
 from stack.failures import Category, category_of
 from stack.kube import Forbidden, Kube, KubeError
 from stack.profile import Profile
-from stack.wait import Deadline, require, wait_for
+from stack.deadline import Deadline
+from stack.wait import require, wait_for
 from tests.helpers import ROOT, run_pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin, pytest.mark.xdist_group("rbac-twin")]   # one worker: its twin

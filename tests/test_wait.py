@@ -23,7 +23,8 @@ from stack.kube import API_ATTEMPTS, Kube, KubeError
 from stack.profile import Profile, WorkloadRef
 from stack.readiness import condition_true
 from stack.snapshot import Source, Status
-from stack.wait import WATCH_BACKOFF_CAP, Deadline, TerminalState, WaitTimeout, wait_for
+from stack.deadline import Deadline
+from stack.wait import WATCH_BACKOFF_CAP, TerminalState, WaitTimeout, wait_for
 
 pytestmark = [pytest.mark.twin, pytest.mark.xdist_group("wait-twin")]   # one worker: its twins
 

@@ -440,7 +440,7 @@ class Twin:
 
     def _install_stack(self) -> None:
         """The stack, installed by the suite's own installer layer (helm stand-in, manifest mirror)."""
-        from installers.base import InstallContext
+        from installers.context import InstallContext
         from installers.plan import Plan
         from stack.kube import Kube as SuiteKube
         env = dict(os.environ, **self.install_env)

@@ -25,6 +25,7 @@ files on a machine without the copies (a user's clone):
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,57 @@ def _key(obj: dict) -> tuple[str, str, str]:
     return obj.get("kind", ""), meta.get("namespace") or "", meta.get("name", "")
 
 
+# -- synthesised objects, split over a component's files the way the real releases are ----------------------------
+# - a file whose name contains "crds" (serving-crds.yaml, kserve-crds.yaml): the component's CRDs only;
+# - a runtimes file (kserve-runtimes.yaml, kserve-cluster-resources.yaml): the ClusterServingRuntimes;
+# - net-istio.yaml: the net-istio Deployments, Services, webhook configurations, the Istio Gateways and the
+#   istio-system Service knative-local-gateway;
+# - the first other file (serving-core.yaml, kserve.yaml): everything else, CRDs included (as serving-core.yaml and
+#   kserve.yaml 0.11 really hold them); without its Namespace when the profile says `namespace_first`.
+def _basename(url: str) -> str:
+    return os.path.basename(urllib.parse.urlsplit(url).path)
+
+
+def _is_net_istio(obj: dict) -> bool:
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    if "net-istio" in name or "istio.networking.internal.knative.dev" in name:
+        return True
+    if obj.get("apiVersion", "").startswith("networking.istio.io/"):
+        return True
+    return obj.get("kind") == "Service" and meta.get("namespace") == "istio-system"
+
+
+def split_for_files(component, objs: list[dict]) -> dict[str, list[dict]]:
+    """URL -> objects, for the component's manifests."""
+    files = [m["url"] for m in component.manifests]
+    out: dict[str, list[dict]] = {url: [] for url in files}
+    crds = [o for o in objs if o.get("kind") == "CustomResourceDefinition"]
+    assigned: set[int] = set()
+    main = None
+    for m in component.manifests:
+        url, base = m["url"], _basename(m["url"])
+        if "crds" in base:
+            out[url] = list(crds)
+        elif "runtimes" in base or "cluster-resources" in base:
+            picked = [o for o in objs if o.get("kind") in ("ClusterServingRuntime", "ServingRuntime")]
+            out[url] = picked
+            assigned |= {id(o) for o in picked}
+        elif base.startswith("net-istio") or base == "istio.yaml" and component.name == "knative":
+            picked = [o for o in objs if _is_net_istio(o)]
+            out[url] = picked
+            assigned |= {id(o) for o in picked}
+        elif main is None:
+            main = m
+    if main is None:
+        main = component.manifests[0]
+    rest = [o for o in objs if id(o) not in assigned]
+    if main.get("namespace_first"):
+        rest = [o for o in rest if o.get("kind") != "Namespace"]
+    out[main["url"]] = out[main["url"]] + [o for o in rest if o not in out[main["url"]]]
+    return out
+
+
 @dataclass(frozen=True)
 class Source:
     what: str            # a URL or "helm release NAME"
@@ -133,7 +185,6 @@ class Source:
 
 def manifest_files(profile, component_name: str) -> tuple[dict[str, list[dict]], list[Source]]:
     """URL -> objects for a component's release manifests, real where at hand, and where each came from."""
-    from twin.manifest_mirror import split_for_files
     comp = profile.components[component_name]
     copies = {m["url"]: _load(FILES.get(m["url"], [])) for m in comp.manifests}
     copies = {url: objs for url, objs in copies.items() if objs}

@@ -6,7 +6,7 @@ import allure
 import pytest
 
 from stack.diagnostics import collect
-from stack.wait import Deadline
+from stack.deadline import Deadline
 from suites.acceptance.iris import deploy_and_wait, isvc_manifest
 
 

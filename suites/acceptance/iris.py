@@ -14,7 +14,8 @@ from stack import retry
 from stack.blocking import require_deployed
 from stack.checks import ISVC_API, ISVC_KIND, inference_service, while_running, workloads
 from stack.failures import Category, Unanswered, expect
-from stack.wait import Deadline, wait_for
+from stack.deadline import Deadline
+from stack.wait import wait_for
 
 ISVC = (ISVC_API, ISVC_KIND)
 NAME = "sklearn-iris"

@@ -15,7 +15,8 @@ import pytest
 from stack import autoscaling, checks
 from stack.autoscaling import AutoscalingSpec, ScaleToZero
 from stack.failures import Category, expect
-from stack.wait import Deadline, wait_for
+from stack.deadline import Deadline
+from stack.wait import wait_for
 from suites.acceptance.iris import V1_INPUT, Predictor, deploy_and_wait, isvc_manifest
 
 pytestmark = [pytest.mark.area("autoscaling", story="autoscaling", feature="kserve"),

@@ -9,7 +9,7 @@ import pytest
 from stack import s3
 from stack.failures import Category, expect
 from stack.redact import register_secret
-from stack.wait import Deadline
+from stack.deadline import Deadline
 from suites.acceptance.iris import EXPECTED, NAME, V1_INPUT, V2_INPUT, Predictor, deploy_and_wait, isvc_manifest
 
 pytestmark = [pytest.mark.area("inference", story="sklearn Iris InferenceService", feature="kserve"),

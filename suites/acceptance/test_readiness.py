@@ -8,7 +8,8 @@ import pytest
 from stack.checks import namespaces, workloads
 from stack.failures import Category, CheckFailure, expect
 from stack.readiness import PodHealth, image_drift, judge_image, pods_summary, workload_images
-from stack.wait import Deadline, look, require, wait_for
+from stack.deadline import Deadline
+from stack.wait import look, require, wait_for
 
 LOOK_SECONDS = 20       # the one look that takes a failed wait's evidence
 

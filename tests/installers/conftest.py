@@ -25,7 +25,7 @@ class Env:
     lines: list
 
     def ctx(self, profile: Profile | None = None, **kw):
-        from installers.base import InstallContext
+        from installers.context import InstallContext
         from stack.kube import Kube
         kube = kw.pop("kube", None) or Kube(self.twin.kubeconfig_path, self.twin.context)
         kw.setdefault("timeout_scale", 0.05)

@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from installers import manifests
-from installers.base import InstallError
+from installers.context import InstallError
 from installers.plan import Plan
 from installers.plan import component_result
 from stack.profile import Profile
 from stack.record import to_data
-from stack.wait import Deadline
+from stack.deadline import Deadline
 from tests.installers.conftest import BARE_TWIN
 
 pytestmark = pytest.mark.twin

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from installers import helm, manifests
-from installers.base import InstallContext, InstallError
+from installers.context import InstallContext, InstallError
 from stack.versions import image_tag, normalise_version, same_version
 from installers.plan import Plan
 from stack.profile import Profile
@@ -210,7 +210,7 @@ def test_helm_failure_carries_redacted_stderr(tmp_path):
     fake.chmod(0o755)
     helm.reset_version_check()
     ctx = ctx_for("seed", env={"PATH": str(tmp_path)})
-    from stack.wait import Deadline
+    from stack.deadline import Deadline
     release = ctx.profile.components["cert-manager"].helm_releases[0]
     with pytest.raises(InstallError) as e:
         helm.install_release(ctx, "cert-manager", release, Deadline(30))

@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import pytest
 
 from fixtures.plugin import Phases
-from installers.base import InstallContext, InstallError
+from installers.context import InstallContext, InstallError
 from installers.plan import Plan
 from reports.signoff import build_signoff
 from stack.failures import Category
 from stack.profile import Profile
 from stack.record import Phase, read_results_record
-from stack.wait import Deadline, WaitTimeout
+from stack.deadline import Deadline
+from stack.wait import WaitTimeout
 
 
 def _config(results_dir):
