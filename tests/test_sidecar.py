@@ -220,3 +220,52 @@ def test_the_snapshot_is_reread_when_it_changes(tmp_path):
     assert not snapshot.has_sidecar("10.244.0.9")
     path.write_text(json.dumps({"endpoints": {"10.244.0.9": {"tlsMode": "istio"}}, "pad": "x"}))
     assert snapshot.has_sidecar("10.244.0.9")
+
+
+# Istio 1.19.0's own cases for ComposePeerAuthentication (pilot/pkg/security/authn/v1beta1/policy_applier_test.go
+# TestComposePeerAuthentication), with getConfigsForWorkload's selection in front: the root namespace is
+# "root-namespace", the workload is app=foo in my-ns.
+def pa(name: str, namespace: str, mode: str | None = None, selector: dict | None = None, ports: dict | None = None,
+       created: str = "2026-01-01T00:00:00Z") -> dict:
+    spec = {}
+    if mode is not None:
+        spec["mtls"] = {"mode": mode}
+    if selector is not None:
+        spec["selector"] = {"matchLabels": selector}
+    if ports is not None:
+        spec["portLevelMtls"] = ports
+    return {"metadata": {"name": name, "namespace": namespace, "creationTimestamp": created}, "spec": spec}
+
+
+FOO = {"app": "foo"}
+EARLY, LATE = "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"
+
+
+@pytest.mark.parametrize("policies, mode, per_port", [
+    ([], "PERMISSIVE", {}),                                                               # no config
+    ([pa("default", "root-namespace", "STRICT")], "STRICT", {}),                          # mesh only
+    ([pa("default", "root-namespace", "STRICT"), pa("default", "my-ns", "PERMISSIVE")], "PERMISSIVE", {}),
+    ([pa("default", "root-namespace", "STRICT"),                                          # a selector in the root
+      pa("foo", "root-namespace", "DISABLE", FOO)], "STRICT", {}),                        # namespace: ignored
+    ([pa("default", "my-ns", "STRICT"), pa("foo", "my-ns", "DISABLE", FOO)], "DISABLE", {}),
+    ([pa("default", "root-namespace", "STRICT"), pa("foo", "my-ns", "DISABLE", FOO)], "DISABLE", {}),
+    ([pa("late", "root-namespace", "DISABLE", created=LATE),                              # multiple mesh policies:
+      pa("early", "root-namespace", "STRICT", created=EARLY)], "STRICT", {}),             # the oldest
+    ([pa("late", "my-ns", "DISABLE", created=LATE), pa("early", "my-ns", "STRICT", created=EARLY)], "STRICT", {}),
+    ([pa("late", "my-ns", "DISABLE", FOO, created=LATE), pa("early", "my-ns", "STRICT", FOO, created=EARLY)],
+     "STRICT", {}),
+    ([pa("default", "root-namespace", "UNSET")], "PERMISSIVE", {}),                       # inheritance: default mesh
+    ([pa("default", "root-namespace", "STRICT"), pa("foo", "my-ns", "UNSET", FOO)], "STRICT", {}),
+    ([pa("default", "my-ns", "STRICT"), pa("foo", "my-ns", "UNSET", FOO)], "STRICT", {}),
+    ([pa("default", "root-namespace", "STRICT"), pa("default", "my-ns", "UNSET"), pa("foo", "my-ns", None, FOO)],
+     "STRICT", {}),
+    ([pa("default", "root-namespace", "STRICT"),                                          # port level
+      pa("foo", "my-ns", None, FOO, {"80": {"mode": "DISABLE"}, "90": {"mode": "UNSET"}, "100": {}})],
+     "STRICT", {80: "DISABLE", 90: "STRICT", 100: "STRICT"}),
+    ([pa("bar", "my-ns", "DISABLE", {"app": "bar"})], "PERMISSIVE", {}),                  # selects another workload
+    ([pa("default", "other-ns", "STRICT")], "PERMISSIVE", {}),                            # another namespace's
+])
+def test_peer_authentication_is_composed_as_istiod_composes_it(policies, mode, per_port):
+    from twin.standins.sidecar import compose_peer_authentication
+    got = compose_peer_authentication(policies, "my-ns", {**FOO, "version": "v1"}, root_namespace="root-namespace")
+    assert (got.mode, got.per_port) == (mode, per_port)

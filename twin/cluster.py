@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Iterable
 
 from stack.profile import Profile
-from stack.readiness import condition_true
 from twin import bootstrap, kwok, snapshots, toolchain
 from twin.faults import Fault, FaultSet, parse_faults, write_fault_file
 
@@ -377,10 +376,11 @@ class Twin:
     def _wait_restored(self, restarting: list[tuple[str, str]], deadline: float) -> None:
         """Every restarted process serving again (its Pod Ready, written by the kubelet), then every workload of
         the stack Ready."""
+        from twin.standins.runtime import is_true
         from twin.waits import wait_object
         for namespace, name in restarting:
             wait_object(self.admin, "v1", "Pod", name, namespace,
-                        lambda o: o is None or condition_true(o, "Ready"),
+                        lambda o: o is None or is_true(o, "Ready"),
                         deadline - time.monotonic(), f"pod {namespace}/{name} Ready after the restore")
         for _, item in self.profile.inventory("deployments"):
             self.wait_deployment_ready(item["namespace"], item["name"], deadline - time.monotonic())

@@ -49,3 +49,15 @@ def test_a_stand_in_writes_an_object_only_when_its_lister_copy_differs_from_what
     assert kube.ensure(wanted, "m", None) is wanted and applied == [wanted]
     kube.ensure(wanted, "m", {**defaulted, "spec": {}})
     assert len(applied) == 2
+
+
+def test_the_autoscaler_stand_in_reads_config_autoscaler_as_knative_does():
+    """Knative's defaultConfig (pkg/autoscaler/config/config.go) where a fresh install sets only `_example`; the
+    twin's own short windows where its ConfigMap sets them."""
+    from twin.standins.autoscaler import AutoscalerConfig
+    fresh = AutoscalerConfig.from_map({"_example": "# defaults"})
+    assert (fresh.enable_scale_to_zero, fresh.stable_window, fresh.scale_to_zero_grace_period) == (True, 60.0, 30.0)
+    assert (fresh.container_concurrency_target_default, fresh.container_concurrency_target_percentage) == (100.0, 70.0)
+    twin = AutoscalerConfig.from_map({"stable-window": "6s", "scale-to-zero-grace-period": "6s",
+                                      "enable-scale-to-zero": "false"})
+    assert (twin.stable_window, twin.scale_to_zero_grace_period, twin.enable_scale_to_zero) == (6.0, 6.0, False)

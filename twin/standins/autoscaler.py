@@ -27,10 +27,11 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 
 from kubernetes.client.rest import ApiException
 
-from stack.autoscaling import KNATIVE_DEFAULTS, ScaleToZero
+from stack.durations import go_seconds
 from twin.standins import runtime
 from twin.standins.runtime import Informer, Kube, is_true, set_condition
 
@@ -39,6 +40,31 @@ log = logging.getLogger("twin.standin.autoscaler")
 PA_API, PA_KIND = "autoscaling.internal.knative.dev/v1alpha1", "PodAutoscaler"
 KPA = "kpa.autoscaling.knative.dev"
 MANAGER = "knative-autoscaler"
+
+@dataclass(frozen=True)
+class AutoscalerConfig:
+    """config-autoscaler as Knative reads it: pkg/autoscaler/config/config.go NewConfigFromMap over defaultConfig
+    (knative.dev/serving v0.37.1): each key it reads here, its default where the ConfigMap does not set it
+    (only `_example` on a fresh install). container-concurrency-target-percentage is a percentage there too."""
+    enable_scale_to_zero: bool = True
+    stable_window: float = 60.0
+    scale_to_zero_grace_period: float = 30.0
+    container_concurrency_target_default: float = 100.0
+    container_concurrency_target_percentage: float = 70.0
+
+    @classmethod
+    def from_map(cls, data: dict | None) -> "AutoscalerConfig":
+        data, d = data or {}, cls()
+        return cls(
+            enable_scale_to_zero=data.get("enable-scale-to-zero", str(d.enable_scale_to_zero)).lower() == "true",
+            stable_window=go_seconds(data["stable-window"]) if "stable-window" in data else d.stable_window,
+            scale_to_zero_grace_period=go_seconds(data["scale-to-zero-grace-period"])
+            if "scale-to-zero-grace-period" in data else d.scale_to_zero_grace_period,
+            container_concurrency_target_default=float(data.get("container-concurrency-target-default",
+                                                                d.container_concurrency_target_default)),
+            container_concurrency_target_percentage=float(data.get("container-concurrency-target-percentage",
+                                                                   d.container_concurrency_target_percentage)))
+
 
 class Autoscaler:
     def __init__(self, kube: Kube, system_namespace: str):
@@ -93,14 +119,11 @@ class Autoscaler:
 
     def tick(self, now: float) -> None:
         cm = self.config.get("config-autoscaler", self.system_ns) or {}
-        settings = ScaleToZero.from_config(cm.get("data"))
-        idle_for = settings.stable_window + settings.grace_period
-        to_zero = settings.enabled and not runtime.has_fault("scale-to-zero-stuck")
-        data = cm.get("data") or {}
-        per_pod = float(data.get("container-concurrency-target-default", KNATIVE_DEFAULTS[
-            "container-concurrency-target-default"]))
-        utilization = float(data.get("container-concurrency-target-percentage", KNATIVE_DEFAULTS[
-            "container-concurrency-target-percentage"])) / 100
+        settings = AutoscalerConfig.from_map(cm.get("data"))
+        idle_for = settings.stable_window + settings.scale_to_zero_grace_period
+        to_zero = settings.enable_scale_to_zero and not runtime.has_fault("scale-to-zero-stuck")
+        per_pod = settings.container_concurrency_target_default
+        utilization = settings.container_concurrency_target_percentage / 100
         counts = self.stats()
         for pa in self.pas.items():
             meta = pa["metadata"]

@@ -35,7 +35,6 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from stack.kube import find_resource
-from stack.readiness import condition, condition_true as is_true  # noqa: F401 - the stand-ins' helpers
 
 log = logging.getLogger("twin.standin")
 
@@ -92,6 +91,15 @@ def volume_path(mount_path: str) -> str:
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def condition(obj: dict | None, type_: str) -> dict | None:
+    """The object's status condition of this type (the API's conventions), or None."""
+    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == type_), None)
+
+
+def is_true(obj: dict | None, type_: str) -> bool:
+    return (condition(obj, type_) or {}).get("status") == "True"
 
 
 class Kube:

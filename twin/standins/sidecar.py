@@ -8,8 +8,9 @@ with the policy istiod would push (the twin's mesh snapshot, twin/mesh.py):
   redirect every inbound port); those containers listen on 127.0.0.1 in an injected Pod, where it forwards.
 - Peer authentication: the first byte tells TLS from plaintext, as Envoy's TLS inspector does. TLS must present a
   client certificate from the mesh's CA (its SPIFFE ID is the request's principal); plaintext is accepted under
-  PERMISSIVE or DISABLE and reset under STRICT, the mode in force being Istio's precedence over the cluster's
-  PeerAuthentications (stack/mesh.effective_mode, the one implementation of it).
+  PERMISSIVE or DISABLE and reset under STRICT, the mode in force being what istiod composes for the Pod from the
+  cluster's PeerAuthentications (`compose_peer_authentication`, written from Istio 1.19.0's pilot code, never from
+  the suite's judge of it, stack/mesh.py).
 - Authorization: the AuthorizationPolicies that select the Pod (its namespace's, and the root namespace's), in
   Envoy's order: a matching DENY denies; then, if any ALLOW policy applies, a request must match one of its rules.
   Denied: 403 "RBAC: access denied", as Envoy answers. Matched: `from.source` principals, namespaces, ipBlocks
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from stack.mesh import ROOT_NAMESPACE, effective_mode
+from stack.mesh import ROOT_NAMESPACE
 from twin.standins import meshnet, runtime
 
 log = logging.getLogger("twin.standin.sidecar")
@@ -48,6 +49,54 @@ HEAD_LIMIT = 64 * 1024
 DENIED = b"RBAC: access denied"
 HOP = frozenset({"connection", "keep-alive", "proxy-connection"})
 
+
+
+# -- peer authentication, as istiod composes it for one proxy ---------------------------------------------------------
+# Istio 1.19.0: pilot/pkg/model/authentication.go getConfigsForWorkload (the policies of the workload's namespace and
+# of the root namespace whose selector's matchLabels are a subset of the workload's labels) and
+# pilot/pkg/security/authn/v1beta1/policy_applier.go ComposePeerAuthentication (the oldest policy of each level; a
+# selector-less one is the namespace's, or the mesh's in the root namespace; one with a selector in the root namespace
+# is ignored; UNSET inherits mesh -> namespace -> workload, from PERMISSIVE; the workload policy's portLevelMtls,
+# UNSET ports inheriting the composed mode). tests/test_sidecar.py holds upstream's TestComposePeerAuthentication cases.
+@dataclass(frozen=True)
+class MergedPeerAuthentication:
+    mode: str                                        # STRICT | PERMISSIVE | DISABLE
+    per_port: dict[int, str] = field(default_factory=dict)
+
+
+def _mtls_mode(mtls: dict | None) -> str | None:
+    mode = (mtls or {}).get("mode") or "UNSET"
+    return None if mode == "UNSET" else mode
+
+
+def compose_peer_authentication(policies: list[dict], namespace: str, labels: dict[str, str],
+                                root_namespace: str = ROOT_NAMESPACE) -> MergedPeerAuthentication:
+    def selector(policy: dict) -> dict:
+        return ((policy.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+
+    def older(current: dict | None, policy: dict) -> dict:
+        if current is None or (policy["metadata"].get("creationTimestamp") or "") < (
+                current["metadata"].get("creationTimestamp") or ""):
+            return policy
+        return current
+    mesh = own = workload = None
+    for policy in policies:
+        ns = policy["metadata"]["namespace"]
+        if ns not in (namespace, root_namespace) or any(labels.get(k) != v for k, v in selector(policy).items()):
+            continue                                          # getConfigsForWorkload: not the workload's
+        if not selector(policy):
+            if ns == root_namespace:
+                mesh = older(mesh, policy)
+            else:
+                own = older(own, policy)
+        elif ns != root_namespace:
+            workload = older(workload, policy)
+    mode = "PERMISSIVE"
+    for policy in (mesh, own, workload):
+        mode = _mtls_mode((policy or {}).get("spec", {}).get("mtls")) or mode
+    per_port = {int(port): _mtls_mode(mtls) or mode
+                for port, mtls in (((workload or {}).get("spec") or {}).get("portLevelMtls") or {}).items()}
+    return MergedPeerAuthentication(mode, per_port)
 
 @dataclass
 class Request:
@@ -292,8 +341,9 @@ class Inbound:
             principal = meshnet.peer_principal(client)
         else:
             w = self.workload
-            mode = effective_mode(self.snapshot.peer_authentications(), w.namespace, w.labels, port)
-            if mode.mode == "STRICT":
+            composed = compose_peer_authentication(self.snapshot.peer_authentications(), w.namespace, w.labels)
+            mode = composed.per_port.get(port, composed.mode)
+            if mode == "STRICT":
                 self.count("plaintext-reset")
                 log.info("inbound :%d from %s: plaintext reset under %s", port, source_ip, mode)
                 _reset(client)
