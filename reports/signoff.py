@@ -38,7 +38,7 @@ from typing import Any, Iterable
 
 from filelock import FileLock
 
-from stack.criteria import CRITERIA, applicable as _criterion_applicable
+from stack.criteria import CRITERIA
 from stack.record import (INSTALL_DIAGNOSTICS_DIR, InventoryEntry, Phase, ResultsRecord, RunRecord, read_results_record,
                           to_data)
 from stack.redact import scrub
@@ -154,22 +154,13 @@ def _outcomes(results: dict[str, dict], inventory: dict[str, InventoryEntry]) ->
 
 
 def _applicability(run: RunRecord | None) -> dict[str, tuple[bool, str | None]]:
-    """Per criterion id: (applicable, reason). From the run record's criteria, else from the profile's components."""
-    out: dict[str, tuple[bool, str | None]] = {}
+    """Per criterion id: (applicable, reason), as the run recorded it (stack.criteria decided it when the run
+    started); a criterion the record does not hold (no record: the run stopped before its profile was loaded) is
+    taken as applicable, so it shows NOT RUN, never PASSED."""
     recorded = {c.id: c for c in run.criteria} if run else {}
-    components = set(run.versions) if run else set()
-    for criterion in CRITERIA:
-        if criterion.id in recorded:
-            entry = recorded[criterion.id]
-            reason = entry.reason
-            if not entry.applicable and not reason:
-                reason = f"the profile has no {criterion.requires}" if criterion.requires else "not applicable"
-            out[criterion.id] = (entry.applicable, reason)
-        elif components:
-            out[criterion.id] = _criterion_applicable(criterion, components)
-        else:
-            out[criterion.id] = (True, None)
-    return out
+    return {c.id: (recorded[c.id].applicable, recorded[c.id].reason or (None if recorded[c.id].applicable
+                                                                          else "not applicable"))
+            if c.id in recorded else (True, None) for c in CRITERIA}
 
 
 def evaluate_criteria(run: RunRecord | None, results: dict[str, dict],

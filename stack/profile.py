@@ -13,7 +13,8 @@ from typing import Any, Iterator, NamedTuple
 import jsonschema
 import yaml
 
-from stack.criteria import BY_ID
+from stack.autoscaling import SERVERLESS_MODES
+from stack.criteria import BY_ID, RunFacts
 from stack.mesh import rules_without_a_principal
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -244,6 +245,18 @@ class Profile:
     @property
     def iris(self) -> dict | None:
         return self.data.get("iris")
+
+    @property
+    def serverless(self) -> bool:
+        """The profile's InferenceServices are Knative-served (Serverless, or 0.20's name Knative)."""
+        return (self.iris or {}).get("deployment_mode") in SERVERLESS_MODES
+
+    def facts(self, given: frozenset[str] = frozenset()) -> RunFacts:
+        """What decides which criteria apply, from this profile and what the run was given (stack.criteria.GIVEN):
+        the monitors and the authorization policy come from the profile itself."""
+        mine = {"monitors"} if self.monitors else set()
+        mine |= {"authorization_policy"} if self.authorization_rules else set()
+        return RunFacts(frozenset(self.components), self.required_criteria, self.serverless, frozenset(given) | mine)
 
     @property
     def required_criteria(self) -> frozenset[str]:

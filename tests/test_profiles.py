@@ -111,14 +111,14 @@ def test_the_readme_states_the_docker_host_each_profile_needs():
 def test_an_optional_criterion_applies_where_configured_or_required(tmp_path):
     """AC-IRIS-S3 is NOT RUN (with its reason) where the run has no S3 store, unless the profile requires it: then
     it applies, so a missing store fails it."""
-    from stack.criteria import BY_ID, applicable
+    from stack.criteria import BY_ID, RunFacts
     s3 = BY_ID["AC-IRIS-S3"]
-    components = {"kserve"}
-    ok, reason = applicable(s3, components)
+    kserve = frozenset({"kserve"})
+    ok, reason = s3.applies(RunFacts(kserve))
     assert not ok and "optional" in reason and "KSTACK_S3_" in reason
-    assert applicable(s3, components, configured=frozenset({"AC-IRIS-S3"})) == (True, None)
-    assert applicable(s3, components, required=frozenset({"AC-IRIS-S3"})) == (True, None)
-    assert applicable(s3, set(), required=frozenset({"AC-IRIS-S3"}))[0] is False      # no kserve: never
+    assert s3.applies(RunFacts(kserve, given=frozenset({"s3"}))) == (True, None)
+    assert s3.applies(RunFacts(kserve, required=frozenset({"AC-IRIS-S3"}))) == (True, None)
+    assert s3.applies(RunFacts(frozenset(), required=frozenset({"AC-IRIS-S3"})))[0] is False      # no kserve: never
     data = copy.deepcopy(_seed_data())
     data["require"] = ["AC-IRIS-S3"]
     path = tmp_path / "requires-s3.yaml"
@@ -128,8 +128,7 @@ def test_an_optional_criterion_applies_where_configured_or_required(tmp_path):
 
 def test_declared_monitors_make_ac_monitors_apply(tmp_path):
     """AC-MONITORS applies where the profile declares monitors; without them it is NOT RUN, saying what it needs."""
-    from fixtures.runmeta import configured_criteria
-    from stack.criteria import BY_ID, applicable
+    from stack.criteria import BY_ID
     from stack.profile import MonitorRef
     data = copy.deepcopy(_seed_data())
     data["monitors"] = [{"kind": "ServiceMonitor", "namespace": "cert-manager", "name": "cert-manager"}]
@@ -139,13 +138,9 @@ def test_declared_monitors_make_ac_monitors_apply(tmp_path):
     assert profile.monitors == [MonitorRef("ServiceMonitor", "cert-manager", "cert-manager")]
     assert str(profile.monitors[0]) == "ServiceMonitor cert-manager/cert-manager"
 
-    class Given:            # what configured_criteria reads of a run's options and cluster
-        prometheus_url, s3 = None, None
-    Given.profile = profile
-    assert "AC-MONITORS" in configured_criteria(Given, Given)
-    Given.profile = Profile.load("seed")
-    assert "AC-MONITORS" not in configured_criteria(Given, Given)
-    ok, reason = applicable(BY_ID["AC-MONITORS"], set(Given.profile.components))
+    monitors = BY_ID["AC-MONITORS"]
+    assert monitors.applies(profile.facts()) == (True, None)
+    ok, reason = monitors.applies(Profile.load("seed").facts())
     assert not ok and "monitors declared in the profile" in reason
 
 
@@ -168,3 +163,43 @@ def test_the_admission_probes_name_no_image_of_a_deleted_registry(name):
     assert named or not profile.has("knative"), "Knative's probe names no image: this test reads the wrong field"
     stale = [i for i in named if i.startswith(DELETED_REGISTRIES) or profile.retired_registry(i)]
     assert not stale, stale
+
+
+@pytest.mark.parametrize("name, not_applicable", [
+    ("seed", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-POD-SECURITY"}),
+    ("latest", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ"}),
+    ("latest-standard", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-ISTIO",
+                         "AC-KNATIVE", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}),
+])
+def test_each_shipped_profile_says_which_criteria_apply_without_anything_given(name, not_applicable):
+    from stack.criteria import applicability
+    answers = applicability(Profile.load(name).facts())
+    assert {c for c, (ok, _) in answers.items() if not ok} == not_applicable
+    assert all(reason for ok, reason in answers.values() if not ok)
+
+
+def test_collection_marks_the_tests_of_criteria_that_do_not_apply_not_run_with_the_criterions_reason():
+    """One place decides (stack.criteria): a test none of whose criteria applies gets a skip marker with the reason;
+    a test with one criterion that applies runs."""
+    from fixtures.plugin import _not_applicable
+
+    class Mark:
+        def __init__(self, *args):
+            self.args, self.kwargs = args, {}
+
+    class Item:
+        def __init__(self, *criteria):
+            self.marks, self.added = [Mark(*criteria)], []
+
+        def iter_markers(self, name):
+            return iter(self.marks if name == "criteria" else [])
+
+        def add_marker(self, mark):
+            self.added.append(mark)
+
+    zero, s3, both = Item("AC-SCALE-TO-ZERO"), Item("AC-IRIS-S3"), Item("AC-IRIS-S3", "AC-IRIS-PREDICT")
+    _not_applicable([zero, s3, both], Profile.load("latest-standard").facts())
+    assert [m.kwargs["reason"] for m in zero.added] == [
+        "not applicable: the profile has no knative"]
+    assert [m.kwargs["reason"] for m in s3.added] == ["not applicable: optional, and it needs an S3 store (KSTACK_S3_*)"]
+    assert both.added == []

@@ -13,8 +13,6 @@ from suites.acceptance.iris import deploy_and_wait, isvc_manifest
 @pytest.fixture(scope="package")
 def iris(profile, kube, stack, namespace_factory, run_options, phase):
     """The Iris InferenceService, deployed once (per worker) for every module that uses it, in a namespace of its own."""
-    if not profile.has("kserve"):
-        pytest.skip("the profile has no kserve")
     factory = namespace_factory()
     ns = factory.make("iris")
     try:

@@ -68,11 +68,9 @@ def _scaled(profile, namespace: str, selector: str, what: str, **bounds) -> chec
 @allure.title("An InferenceService's minReplicas, maxReplicas and scale target are in force in its autoscaler")
 def test_autoscaling_follows_the_inference_service(profile, kube, stack, test_namespace, deadline, diagnostics,
                                                    evidence):
-    if not profile.has("kserve"):
-        pytest.skip("the profile has no kserve")
     ns = test_namespace("scaling")
     diagnostics.namespace(ns)
-    serverless = profile.iris.get("deployment_mode") in autoscaling.SERVERLESS_MODES
+    serverless = profile.serverless
     spec = SERVERLESS_SPEC if serverless else STANDARD_SPEC
     manifest = isvc_manifest(profile, ns, name=SCALED)
     manifest["spec"]["predictor"].update(spec.predictor_fields())
@@ -101,8 +99,6 @@ def test_autoscaling_follows_the_inference_service(profile, kube, stack, test_na
 @allure.title("An idle InferenceService with minReplicas 0 scales to zero, and a request cold-starts it")
 def test_scale_to_zero_and_cold_start(profile, kube, stack, test_namespace, ingress_url, deadline, run_options,
                                       diagnostics, evidence):
-    if profile.iris.get("deployment_mode") not in autoscaling.SERVERLESS_MODES:
-        pytest.skip("the profile's InferenceServices are not Serverless: Standard mode does not scale to zero")
     settings = ScaleToZero.from_config(_config_autoscaler(kube))
     expect(settings.enabled, Category.AUTOSCALING, "config-autoscaler has enable-scale-to-zero false: no revision "
                                                    "scales to zero on this cluster")
@@ -178,8 +174,6 @@ class BoundedLoad:
 @allure.title("Under a bounded parallel load, an InferenceService's replicas rise above one and fall back")
 def test_replicas_rise_under_load_and_fall_back(profile, kube, stack, test_namespace, ingress_url, deadline,
                                                 run_options, diagnostics, evidence):
-    if profile.iris.get("deployment_mode") not in autoscaling.SERVERLESS_MODES:
-        pytest.skip("the profile's InferenceServices are not Serverless (an HPA scales on CPU, from metrics-server)")
     ns = test_namespace("load")
     diagnostics.namespace(ns)
     manifest = isvc_manifest(profile, ns, name=LOADED)

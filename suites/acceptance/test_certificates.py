@@ -56,8 +56,6 @@ def _verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
 @pytest.mark.needs("cert-manager")
 @allure.title("cert-manager issues a CA and a leaf certificate that validate")
 def test_certificate_roundtrip(profile, kube, stack, test_namespace, deadline, phase, diagnostics, evidence):
-    if not profile.has("cert-manager"):
-        pytest.skip("the profile has no cert-manager")
     ns = test_namespace("certs")
     diagnostics.namespace(ns)
     with phase.over(deadline("certificate")) as budget:

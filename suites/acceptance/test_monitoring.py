@@ -62,11 +62,9 @@ def test_prometheus_holds_the_model_series(request, kube, profile, run_options, 
                                            evidence):
     """Optional: with --prometheus-url, an instant query for the model's predict count in its namespace finds a
     series once Prometheus has scraped it (retried while it has not, within the predict budget)."""
-    if not run_options.prometheus_url:
-        if "AC-PROMQL" in profile.required_criteria:
-            pytest.fail("the profile requires AC-PROMQL and no Prometheus was given: add --prometheus-url URL",
-                        pytrace=False)
-        pytest.skip("no --prometheus-url given")
+    if not run_options.prometheus_url:      # it applies without one only where the profile requires it
+        pytest.fail("the profile requires AC-PROMQL and no Prometheus was given: add --prometheus-url URL",
+                    pytrace=False)
     iris = request.getfixturevalue("iris")      # only where the check applies: a broken Iris is not its failure
     ns = iris["namespace"]
     diagnostics.namespace(ns)
@@ -94,8 +92,6 @@ def test_prometheus_holds_the_model_series(request, kube, profile, run_options, 
 def test_the_declared_monitors_select_live_targets(kube, profile, diagnostics, evidence):
     """Optional: where the profile declares monitors (`monitors:`), each exists and selects at least one ready
     target, resolved as the Prometheus Operator resolves it (stack/monitors.py)."""
-    if not profile.monitors:
-        pytest.skip("the profile declares no monitors (monitors:)")
     kinds = sorted({m.kind for m in profile.monitors})
     missing = [k for k in kinds if not kube.serves(monitors.API, k)]
     expect(not missing, Category.MONITORING,

@@ -24,8 +24,6 @@ pytestmark = [pytest.mark.area("security", story="security policies", feature="s
 def test_default_service_account_cannot_read_secrets(kube, profile, test_namespace, evidence):
     """A SubjectAccessReview per verb, for the ServiceAccount and the groups its token carries: a fresh namespace's
     default ServiceAccount holds only what cluster-wide bindings give every ServiceAccount, the usual leak."""
-    if not profile.has("kserve"):
-        pytest.skip("the profile has no kserve")
     ns = test_namespace("rbac")
     answers = security.secret_access(kube, ns)
     evidence.add("default ServiceAccount and Secrets", {
@@ -61,8 +59,6 @@ def test_no_stack_certificate_expires_within_the_window(kube, profile, stack, ru
 @pytest.mark.needs("stack")
 @allure.title("The Iris predictor's containers run as non-root without privilege escalation")
 def test_predictor_containers_run_restricted(request, kube, profile, diagnostics, evidence):
-    if "AC-POD-SECURITY" not in profile.required_criteria:
-        pytest.skip("the profile does not require AC-POD-SECURITY")
     iris = request.getfixturevalue("iris")      # only where the check applies: a broken Iris is not its failure
     ns = iris["namespace"]
     diagnostics.namespace(ns)
@@ -146,8 +142,6 @@ def test_strict_mtls_refuses_plaintext_from_outside_the_mesh(kube, profile, test
     """The mesh's Iris must get STRICT from the cluster's PeerAuthentications and an Envoy sidecar that enforces it;
     a plaintext predict through the API server's pod proxy (a client outside the mesh) must get no answer from the
     Pod, and a predict through the ingress gateway, inside the mesh, must."""
-    if "AC-MESH-MTLS" not in profile.required_criteria:
-        pytest.skip("the profile does not require AC-MESH-MTLS")
     ns, isvc, pod = _iris_in_the_mesh(kube, profile, test_namespace, deadline, diagnostics, "mtls")
     policies, _ = kube.list(mesh.SECURITY_API, mesh.PA_KIND)
     name, port = pod["metadata"]["name"], _model_port(pod)
@@ -174,8 +168,6 @@ def test_the_authorization_policy_keeps_out_a_request_without_its_principal(kube
     on the mesh's Iris as an AuthorizationPolicy before the model starts, so its sidecar starts with them; a plaintext
     predict through the API server's pod proxy, which carries no principal, must be kept out (denied 403 by the
     sidecar, or refused under STRICT), and a predict through the ingress gateway must still answer."""
-    if not profile.authorization_rules:
-        pytest.skip("the profile declares no authorization_policy")
 
     def put_policy(ns: str) -> None:
         kube.apply(mesh.model_policy(ns, NAME, profile.authorization_rules))

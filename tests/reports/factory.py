@@ -121,12 +121,13 @@ class ResultsFactory:
 
     def run(self, simulated: bool = False, components: dict[str, str] | None = None, **overrides) -> RunRecord:
         """A RunRecord, written as the suite writes it (stack/record.py); `overrides` replace its fields."""
-        from stack.criteria import CRITERIA, applicable
+        from stack.criteria import CRITERIA, RunFacts
 
         components = dict(COMPONENTS if components is None else components)
+        facts = RunFacts(frozenset(components), serverless=True)
         crits = []
         for c in CRITERIA:
-            ok, reason = applicable(c, set(components))
+            ok, reason = c.applies(facts)
             crits.append({"id": c.id, "title": c.title, "applicable": ok, "reason": reason})
         namespaces = [{"name": n, "status": "Active", "age": a} for n, a in
                       [("cert-manager", "6m4s"), ("istio-system", "4m4s"), ("knative-serving", "2m58s"),
