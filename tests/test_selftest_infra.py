@@ -231,3 +231,19 @@ def test_the_snapshot_key_reads_the_upstream_manifests_content_not_their_place(t
     assert directory(profile, {"etcd": "/bin/etcd"}, there, tmp_path) == key
     (there / "kserve-v0.11.0" / "kserve.yaml").write_text("kind: List\nitems: []\n")
     assert directory(profile, {"etcd": "/bin/etcd"}, there, tmp_path) != key
+
+
+def test_the_shared_twins_summary_says_where_the_time_of_the_runs_went(tmp_path):
+    import json
+
+    from tests.twinruns import summary
+    log = tmp_path / "shared-twins.jsonl"
+    entries = [{"worker": "gw0", "profile": "seed", "twin": 1, "run": 1, "faults": [], "args": [], "seconds": 100.0,
+                "suite_seconds": 55.0, "gate_seconds": 12.0, "verdict": "PASS", "health": []},
+               {"worker": "gw0", "profile": "seed", "twin": 1, "run": 2, "faults": ["x"], "args": [], "seconds": 80.0,
+                "suite_seconds": 45.0, "gate_seconds": 8.0, "verdict": "FAIL", "health": ["a leftover"]}]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    first, failed = summary(log)
+    assert first.startswith("2 suite runs on 1 shared twins, 180 s (the suites' own 100 s, health gates 20 s")
+    assert first.endswith("1 health gates failed (the twin was replaced)")
+    assert "a leftover" in failed

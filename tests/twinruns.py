@@ -159,8 +159,10 @@ class SharedTwin:
         try:
             yield twin
         finally:
+            gate_started = time.monotonic()
             health = self._gate(twin)
-            self._log(faults, args, time.monotonic() - started, health, self._run)
+            self._log(faults, args, time.monotonic() - started, health, self._run,
+                      gate_seconds=time.monotonic() - gate_started)
             if self._run is not None:
                 self._run.health = health
 
@@ -181,9 +183,11 @@ class SharedTwin:
             self.stop()
         return problems
 
-    def _log(self, faults, args, seconds: float, health: list[str], run: Run | None) -> None:
+    def _log(self, faults, args, seconds: float, health: list[str], run: Run | None, gate_seconds: float) -> None:
         entry = {"worker": self.worker, "profile": Path(self.profile).stem, "twin": self.generation,
                  "run": self.runs, "faults": faults, "args": list(args), "seconds": round(seconds, 1),
+                 "suite_seconds": run.doc.get("duration_seconds") if run else None,
+                 "gate_seconds": round(gate_seconds, 1),
                  "verdict": run.doc["verdict"] if run else None, "health": health}
         with open(self.log_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -226,8 +230,11 @@ def summary(log_path: Path) -> list[str]:
     entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     twins = {(e["worker"], e["profile"], e["twin"]) for e in entries}
     failed = [e for e in entries if e["health"]]
-    lines = [f"{len(entries)} suite runs on {len(twins)} shared twins, {sum(e['seconds'] for e in entries):.0f} s; "
-             f"{len(failed)} health gates failed (the twin was replaced)"]
+    suite = sum(e.get("suite_seconds") or 0 for e in entries)
+    gates = sum(e.get("gate_seconds") or 0 for e in entries)
+    lines = [f"{len(entries)} suite runs on {len(twins)} shared twins, {sum(e['seconds'] for e in entries):.0f} s "
+             f"(the suites' own {suite:.0f} s, health gates {gates:.0f} s, the rest pytest's start, strikes and "
+             f"sign-offs); {len(failed)} health gates failed (the twin was replaced)"]
     lines += [f"  after {e['faults'] or 'no fault'} ({e['worker']}, twin {e['twin']}, run {e['run']}): "
               f"{'; '.join(e['health'])[:500]}" for e in failed]
     return lines
