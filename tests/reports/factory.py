@@ -10,39 +10,57 @@ from stack.record import RunRecord, from_data, write_run
 
 COMPONENTS = {"cert-manager": "v1.13.0", "istio": "1.19.0", "knative": "v1.11.0", "kserve": "v0.11.0"}
 
-# AS_ID -> criteria, as the acceptance suites tag them
-TESTS: dict[str, list[str]] = {
-    "STACK-NS-ACTIVE[cert-manager]": ["AC-ALL-READY", "AC-CERT-MANAGER"],
-    "STACK-NS-ACTIVE[istio-system]": ["AC-ALL-READY", "AC-ISTIO"],
-    "STACK-NS-ACTIVE[knative-serving]": ["AC-ALL-READY", "AC-KNATIVE"],
-    "STACK-NS-ACTIVE[kserve]": ["AC-ALL-READY", "AC-KSERVE-CONTROLLER"],
-    "STACK-WORKLOADS-READY[istio]": ["AC-ALL-READY", "AC-ISTIO"],
-    "STACK-WORKLOADS-READY[knative]": ["AC-ALL-READY", "AC-KNATIVE"],
-    "STACK-WORKLOADS-READY[kserve]": ["AC-ALL-READY", "AC-KSERVE-CONTROLLER"],
-    "STACK-WORKLOADS-READY[cert-manager]": ["AC-ALL-READY", "AC-CERT-MANAGER"],
-    "STACK-CRDS-ESTABLISHED[kserve]": ["AC-CRDS", "AC-KSERVE-CONTROLLER"],
-    "STACK-CRDS-ESTABLISHED[cert-manager]": ["AC-CRDS", "AC-CERT-MANAGER"],
-    "STACK-WEBHOOKS-ADMIT[kserve]": ["AC-WEBHOOKS"],
-    "STACK-CERT-ROUNDTRIP": ["AC-CERT-ROUNDTRIP", "AC-CERT-MANAGER"],
-    "STACK-IRIS-PREDICT": ["AC-IRIS-PREDICT"],
-    "STACK-RBAC-DEFAULT-SA": ["AC-RBAC-DEFAULT-SA"],
-    "STACK-CERT-EXPIRY": ["AC-CERT-EXPIRY"],
-    "STACK-MODEL-METRICS": ["AC-METRICS"],
-    "STACK-AUTOSCALING": ["AC-AUTOSCALING"],
-    "STACK-SCALE-TO-ZERO": ["AC-SCALE-TO-ZERO"],
-    "STACK-SCALE-OUT": ["AC-SCALE-OUT"],
+# The fake results' ids, each standing for a real test of the acceptance suites (module, function, the component it
+# is parametrised with): its criteria and feature are read from that test's own markers (`suite_labels`), so a
+# criterion added to or moved between the suites' tests is what these report tests see too.
+SUITE_TESTS: dict[str, tuple[str, str, str | None]] = {
+    "STACK-NS-ACTIVE[cert-manager]": ("test_readiness", "test_namespaces_active", "cert-manager"),
+    "STACK-NS-ACTIVE[istio-system]": ("test_readiness", "test_namespaces_active", "istio"),
+    "STACK-NS-ACTIVE[knative-serving]": ("test_readiness", "test_namespaces_active", "knative"),
+    "STACK-NS-ACTIVE[kserve]": ("test_readiness", "test_namespaces_active", "kserve"),
+    "STACK-WORKLOADS-READY[istio]": ("test_readiness", "test_workloads_ready", "istio"),
+    "STACK-WORKLOADS-READY[knative]": ("test_readiness", "test_workloads_ready", "knative"),
+    "STACK-WORKLOADS-READY[kserve]": ("test_readiness", "test_workloads_ready", "kserve"),
+    "STACK-WORKLOADS-READY[cert-manager]": ("test_readiness", "test_workloads_ready", "cert-manager"),
+    "STACK-CRDS-ESTABLISHED[kserve]": ("test_crds", "test_crds_established", "kserve"),
+    "STACK-CRDS-ESTABLISHED[cert-manager]": ("test_crds", "test_crds_established", "cert-manager"),
+    "STACK-WEBHOOKS-ADMIT[kserve]": ("test_webhooks", "test_webhooks_admitting", "kserve"),
+    "STACK-CERT-ROUNDTRIP": ("test_certificates", "test_certificate_roundtrip", None),
+    "STACK-IRIS-PREDICT": ("test_inference", "test_iris_predict_v1", None),
+    "STACK-RBAC-DEFAULT-SA": ("test_security", "test_default_service_account_cannot_read_secrets", None),
+    "STACK-CERT-EXPIRY": ("test_security", "test_no_stack_certificate_expires_within_the_window", None),
+    "STACK-MODEL-METRICS": ("test_monitoring", "test_model_metrics_count_the_predict_calls", None),
+    "STACK-AUTOSCALING": ("test_autoscaling", "test_autoscaling_follows_the_inference_service", None),
+    "STACK-SCALE-TO-ZERO": ("test_autoscaling", "test_scale_to_zero_and_cold_start", None),
+    "STACK-SCALE-OUT": ("test_autoscaling", "test_replicas_rise_under_load_and_fall_back", None),
 }
 
-FEATURE = {"cert-manager": "cert-manager", "istio-system": "istio", "istio": "istio", "knative-serving": "knative",
-           "knative": "knative", "kserve": "kserve"}
+
+def suite_labels(module: str, function: str, component: str | None) -> tuple[list[str], str]:
+    """A suite test's criteria (its `criteria` marker, and the component's own criterion for a test parametrised
+    with one, as fixtures/plugin.item_criteria adds it) and its Allure feature (its area's, else the component)."""
+    import importlib
+
+    from stack.criteria import COMPONENT_CRITERION
+    mod = importlib.import_module(f"suites.acceptance.{module}")
+    marks = list(getattr(getattr(mod, function), "pytestmark", [])) + list(getattr(mod, "pytestmark", []))
+    criteria = [c for m in marks if m.name == "criteria" for c in m.args]
+    if component in COMPONENT_CRITERION:
+        criteria.append(COMPONENT_CRITERION[component])
+    feature = next((m.kwargs["feature"] for m in marks if m.name == "area" and m.kwargs.get("feature")), None)
+    return list(dict.fromkeys(criteria)), feature or component or "stack"
+
+
+# The stack's namespaces -> their component (the fake run's namespaces and pods, per the components it has).
+NAMESPACE_COMPONENT = {"cert-manager": "cert-manager", "istio-system": "istio", "knative-serving": "knative",
+                       "kserve": "kserve"}
+
+# AS_ID -> criteria, as the acceptance suites tag the tests they stand for
+TESTS: dict[str, list[str]] = {test_id: suite_labels(*where)[0] for test_id, where in SUITE_TESTS.items()}
 
 
 def _feature(test_id: str) -> str:
-    if "[" in test_id:
-        return FEATURE.get(test_id.split("[", 1)[1].rstrip("]"), "stack")
-    if "IRIS" in test_id or "METRICS" in test_id or "AUTOSCALING" in test_id or "SCALE" in test_id:
-        return "kserve"
-    return "security" if "RBAC" in test_id or "EXPIRY" in test_id else "cert-manager"
+    return suite_labels(*SUITE_TESTS[test_id])[1] if test_id in SUITE_TESTS else "stack"
 
 
 class ResultsFactory:
@@ -131,7 +149,7 @@ class ResultsFactory:
             crits.append({"id": c.id, "title": c.title, "applicable": ok, "reason": reason})
         namespaces = [{"name": n, "status": "Active", "age": a} for n, a in
                       [("cert-manager", "6m4s"), ("istio-system", "4m4s"), ("knative-serving", "2m58s"),
-                       ("kserve", "99s")] if FEATURE[n] in components]
+                       ("kserve", "99s")] if NAMESPACE_COMPONENT[n] in components]
         pods = [
             {"namespace": "cert-manager", "name": "cert-manager-7bc745d694-p5ft5", "ready": "1/1", "status": "Running",
              "restarts": 0, "age": "5m12s"},
@@ -157,7 +175,7 @@ class ResultsFactory:
             "finished": "2025-07-30T10:09:00+00:00",
             "duration_seconds": 540.0,
             "namespaces": namespaces,
-            "pods": [p for p in pods if FEATURE[p["namespace"]] in components],
+            "pods": [p for p in pods if NAMESPACE_COMPONENT[p["namespace"]] in components],
             "images": [{"component": "kserve", "namespace": "kserve", "workload": "kserve-controller-manager",
                         "container": "manager", "image": "kserve/kserve-controller:v0.11.0",
                         "digest": "sha256:" + "ab" * 32}],
