@@ -259,6 +259,12 @@ class Profile:
         return RunFacts(frozenset(self.components), self.required_criteria, self.serverless, frozenset(given) | mine)
 
     @property
+    def strict_mtls(self) -> bool:
+        """The profile requires the mesh's STRICT mTLS to be proven (AC-MESH-MTLS in `require:`): a cluster set up
+        for it runs the mesh STRICT."""
+        return "AC-MESH-MTLS" in self.required_criteria
+
+    @property
     def required_criteria(self) -> frozenset[str]:
         """The optional criteria this profile's sign-off requires (`require:`)."""
         return frozenset(self.data.get("require", []))

@@ -579,11 +579,11 @@ class Twin:
                           "spec": {"mtls": {"mode": mode}}}, manager)
 
     def _secure_the_mesh(self) -> None:
-        """For a profile that requires the mesh's security (AC-MESH-MTLS, or an authorization policy to prove),
+        """For a profile that requires the mesh's security (STRICT mTLS, or an authorization policy to prove),
         the twin sets the cluster up as Istio's and Knative's docs say for it: the knative-serving namespace
         labelled for sidecar injection and the activator restarted into the mesh (it proxies to the models'
-        sidecars, which under STRICT take mTLS only), and, where AC-MESH-MTLS is required, STRICT for the mesh."""
-        wants_mtls = "AC-MESH-MTLS" in self.profile.required_criteria
+        sidecars, which under STRICT take mTLS only), and, where STRICT mTLS is required, STRICT for the mesh."""
+        wants_mtls = self.profile.strict_mtls
         if not self.profile.has("istio") or not (wants_mtls or self.profile.authorization_rules):
             return
         if self.profile.has("knative"):
