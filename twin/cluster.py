@@ -562,7 +562,7 @@ class Twin:
 
     def mesh_mtls_mode(self) -> str | None:
         """The mode of the mesh-wide PeerAuthentication (istio-system/default); None where there is none."""
-        from stack.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
+        from twin.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
         if not self.profile.has("istio"):
             return None
         policy = self.admin.get(SECURITY_API, PA_KIND, "default", ROOT_NAMESPACE)
@@ -570,7 +570,7 @@ class Twin:
 
     def set_mesh_mtls(self, mode: str | None, manager: str) -> None:
         """The mesh-wide PeerAuthentication (istio-system/default) with `mode`; None deletes it."""
-        from stack.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
+        from twin.mesh import PA_KIND, ROOT_NAMESPACE, SECURITY_API
         if mode is None:
             self.admin.delete(SECURITY_API, PA_KIND, "default", ROOT_NAMESPACE)
             return

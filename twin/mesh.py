@@ -22,11 +22,16 @@ import os
 import threading
 from pathlib import Path
 
-from stack.mesh import ROOT_NAMESPACE, SECURITY_API
 from twin import pki
 
 log = logging.getLogger("twin.mesh")
 
+# Istio's own names, as the twin's istiod would know them: the mesh's root namespace (meshConfig.rootNamespace, by
+# default the istiod namespace, istio-system), the security API istiod serves at 1.19 and 1.30, the sidecar's container.
+ROOT_NAMESPACE = "istio-system"
+SECURITY_API = "security.istio.io/v1beta1"
+PA_KIND = "PeerAuthentication"
+SIDECAR = "istio-proxy"
 CA_SECRET = "istio-ca-secret"
 TRUST_DOMAIN = "cluster.local"
 STATUS_ANNOTATION = "sidecar.istio.io/status"

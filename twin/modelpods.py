@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from stack.mesh import SIDECAR
+from twin.mesh import SIDECAR
 from twin import faults, mesh
 from twin.kubelet import container_env, expand
 from twin.objectstore import ObjectStore

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from stack.mesh import ROOT_NAMESPACE
+from twin.mesh import ROOT_NAMESPACE
 from twin.standins import meshnet, runtime
 
 log = logging.getLogger("twin.standin.sidecar")
