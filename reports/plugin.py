@@ -12,14 +12,13 @@ Registered from the root conftest.py (`pytest_plugins = ["reports.plugin"]`).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 import pytest
 
 from reports.allure_meta import write_categories, write_environment, write_executor
-from reports.signoff import remove_previous, summary_line, write_signoff
+from reports.signoff import read_signoff, remove_previous, summary_line, write_signoff
 from stack.record import RunRecord, write_run
 
 DEFAULT_RESULTS = Path("reports") / "allure-results"
@@ -114,7 +113,7 @@ def stopped(config: pytest.Config, message: str, run: RunRecord | None = None) -
         results_dir(config).mkdir(parents=True, exist_ok=True)
         write_run(results_dir(config), run)
     paths = write_signoff(results_dir(config), signoff_dir(config), stopped=message)
-    print(summary_line({"verdict": "ERROR"}, paths[:3]), flush=True)
+    print(summary_line(read_signoff(paths[0]), paths[:3]), flush=True)
 
 
 def finalize(config: pytest.Config, run: RunRecord | None) -> list[Path]:
@@ -128,11 +127,11 @@ def finalize(config: pytest.Config, run: RunRecord | None) -> list[Path]:
     write_executor(rdir)
     write_categories(rdir)
     paths = write_signoff(rdir, signoff_dir(config))
-    doc = json.loads(paths[0].read_text(encoding="utf-8"))
+    doc = read_signoff(paths[0])
     line = summary_line(doc, paths)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(line, bold=True, red=doc["verdict"] == "FAIL", green=doc["verdict"] == "PASS")
+        reporter.write_line(line, bold=True, red=doc.verdict == "FAIL", green=doc.verdict == "PASS")
     else:
         print(line)
     return paths

@@ -9,7 +9,7 @@ A run folder is what one `pytest suites/acceptance` run writes, laid out as `mak
 
 An allure-results folder itself is accepted as RUN_DIR too.
 
-Facts come from structured fields only: each criterion's status from reports.signoff.build_signoff (the one evaluation
+Facts come from structured fields only: each criterion's status from reports.evaluation.evaluate (the one evaluation
 of criteria, the same the run's own sign-off used), a failed test's category from the sign-off's failures, the order of
 the failures from the Allure results' start times. Nothing is parsed out of a message text.
 """
@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from reports.signoff import build_signoff, read_results
+from reports.evaluation import evaluate, read_results
+from reports.signoff_doc import SignOff
 from stack import record
 from stack.versions import same_version
 
@@ -39,7 +40,7 @@ class FailedTest:
 class CriterionOutcome:
     id: str
     title: str
-    status: str                 # passed | failed | not-run (reports.signoff)
+    status: str                 # passed | failed | not-run (reports.signoff_doc)
     reason: str | None          # the sign-off's reason (not run: why; failed: which tests)
     failures: tuple[FailedTest, ...] = ()    # its failed/broken tests, earliest first
 
@@ -111,20 +112,16 @@ def _incomplete(run_dir: Path, problem: str) -> RunResults:
                       verdict_reasons=(problem,))
 
 
-def _outcomes(doc: dict, results: Path) -> tuple[CriterionOutcome, ...]:
-    category = {f["id"]: f["category"] for f in doc["failures"]}
+def _outcomes(doc: SignOff, results: Path) -> tuple[CriterionOutcome, ...]:
+    category = {f.id: f.category for f in doc.failures}
     tests = read_results(results)
     outcomes = []
-    for c in doc["criteria"]:
-        failed = [FailedTest(t, tests[t]["status"], category.get(t, "unknown"), _number(tests[t]["start"]))
-                  for t in c["tests"] if t in tests and tests[t]["status"] in FAILED]
+    for c in doc.criteria:
+        failed = [FailedTest(t, tests[t].status, category.get(t, "unknown"), tests[t].start)
+                  for t in c.tests if t in tests and tests[t].status in FAILED]
         failed.sort(key=lambda f: (f.start is None, f.start or 0.0, f.id))
-        outcomes.append(CriterionOutcome(c["id"], c["title"], c["status"], c["reason"], tuple(failed)))
+        outcomes.append(CriterionOutcome(c.id, c.title, c.status, c.reason, tuple(failed)))
     return tuple(outcomes)
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def read_run(run_dir: str | Path) -> RunResults:
@@ -136,21 +133,19 @@ def read_run(run_dir: str | Path) -> RunResults:
     results = allure_dir(run_dir)
     problem = _record_problem(results)
     try:
-        doc = build_signoff(results)
+        doc = evaluate(results)
         criteria = _outcomes(doc, results)
     except (KeyError, TypeError, AttributeError, ValueError) as e:   # a run record of the wrong shape
         return _incomplete(run_dir, f"the results in {results} are unreadable: {type(e).__name__}: {e}")
-    versions = tuple(ComponentVersion(name, _str(doc["versions"].get(name)), _str(doc["running_versions"].get(name)))
-                     for name in sorted(set(doc["versions"]) | set(doc["running_versions"])))
-    cluster = doc["cluster"]
-    verdict_reasons = tuple(doc["verdict_reasons"])
+    versions = tuple(ComponentVersion(name, _str(doc.versions.get(name)), _str(doc.running_versions.get(name)))
+                     for name in sorted(set(doc.versions) | set(doc.running_versions)))
     return RunResults(
-        source=run_dir, name=doc["profile"] if not problem and doc["profile"] else _folder_name(run_dir),
-        problem=problem, verdict=doc["verdict"], verdict_reasons=verdict_reasons,
-        simulated=None if problem else doc["simulated"], profile=doc["profile"], provider=cluster.get("provider"),
-        server_version=cluster.get("server_version"), node_image=cluster.get("node_image"), started=doc["started"],
-        finished=doc["finished"], duration_seconds=_number(doc["duration_seconds"]), versions=versions,
-        criteria=criteria, outside_range=(doc.get("support") or {}).get("tested_range"))
+        source=run_dir, name=doc.profile if not problem and doc.profile else _folder_name(run_dir),
+        problem=problem, verdict=doc.verdict, verdict_reasons=tuple(doc.verdict_reasons),
+        simulated=None if problem else doc.simulated, profile=doc.profile, provider=doc.cluster.provider,
+        server_version=doc.cluster.server_version, node_image=doc.cluster.node_image, started=doc.started,
+        finished=doc.finished, duration_seconds=doc.duration_seconds, versions=versions, criteria=criteria,
+        outside_range=doc.support.tested_range if doc.support else None)
 
 
 def _str(value) -> str | None:

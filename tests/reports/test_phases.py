@@ -10,7 +10,7 @@ import pytest
 from fixtures.plugin import Phases
 from installers.context import InstallContext, InstallError
 from installers.plan import Plan
-from reports.signoff import build_signoff
+from reports.evaluation import build_signoff
 from stack.failures import Category
 from stack.profile import Profile
 from stack.record import Phase, read_results_record

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.signoff import build_signoff
+from reports.evaluation import build_signoff
 from stack.criteria import CRITERIA
 from tests.helpers import run_pytest
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fixtures import runmeta
 from fixtures.options import RunOptions
-from reports.signoff import build_signoff
+from reports.evaluation import build_signoff
 from stack import provenance
 from stack.kube import Access, Forbidden, KubeError
 from stack.profile import Profile

@@ -11,7 +11,9 @@ import tarfile
 import uuid
 from pathlib import Path
 
-from reports.signoff import SIMULATED_BANNER, build_signoff, write_signoff
+from reports.evaluation import build_signoff
+from reports.signoff import write_signoff
+from reports.signoff_render import SIMULATED_BANNER
 from stack.redact import register_secret
 
 REPO = Path(__file__).resolve().parents[2]
@@ -283,9 +285,8 @@ def test_cli_missing_dir(tmp_path):
 
 def test_versions_match_whatever_the_v_prefix():
     """The profile says "1.19.0" for Istio; the running version is read normalised, as the installers read it."""
-    from reports.signoff import _version_rows
-    rows = _version_rows({"versions": {"istio": "1.19.0", "kserve": "v0.11.0"},
-                          "running_versions": {"istio": "v1.19.0", "kserve": "v0.10.0"}})
+    from reports.signoff_render import version_rows
+    rows = version_rows({"istio": "1.19.0", "kserve": "v0.11.0"}, {"istio": "v1.19.0", "kserve": "v0.10.0"})
     assert dict((r[0], r[3]) for r in rows) == {"istio": "yes", "kserve": "NO"}
 
 
@@ -422,8 +423,8 @@ def test_failures_and_tests_are_listed_by_their_allure_title(factory, tmp_path):
     (failure,) = doc["failures"]
     assert failure["title"] == "Iris answers a v1 predict with the expected classes"
     assert "| Iris answers a v1 predict with the expected classes (`STACK-IRIS-PREDICT`) | failed |" in md
-    assert ('<div class="check">Iris answers a v1 predict with the expected classes<br>'
-            '<code>STACK-IRIS-PREDICT</code></div>') in html_text
+    assert ('<span class="check">Iris answers a v1 predict with the expected classes<br>'
+            '<code>STACK-IRIS-PREDICT</code></span>') in html_text
     tests = {t["id"]: t for t in doc["tests"]}
     assert tests["STACK-CRDS-ESTABLISHED[kserve]"]["title"] == "kserve: CRDs present, Established and serving their versions"
     assert "| kserve: CRDs present, Established and serving their versions | `STACK-CRDS-ESTABLISHED[kserve]` | passed |" in md
@@ -474,3 +475,37 @@ def test_inside_the_tested_range_there_is_no_banner(factory, tmp_path):
     write_signoff(factory.root, out)
     assert json.loads((out / "signoff.json").read_text())["support"] is None
     assert "Outside the tested range" not in (out / "signoff.md").read_text()
+
+
+# -- one typed document, one list of sections -------------------------------------------------------------------------
+def test_signoff_json_reads_back_as_the_document_it_was_written_from(factory, tmp_path):
+    from reports.evaluation import evaluate
+    from reports.signoff import read_signoff
+    factory.run()
+    factory.inventory()
+    factory.all_passed(skip={"STACK-IRIS-PREDICT"})
+    factory.result("STACK-IRIS-PREDICT", "failed", "[predict] v1 predictions are [0, 0]")
+    (path, *_) = write_signoff(factory.root, tmp_path / "out")
+    written = read_signoff(path)
+    again = evaluate(factory.root, bundle_sha256=written.bundle_sha256)
+    again.generated = written.generated
+    assert written == again          # every field survives the file: signoff.json is the typed document
+    assert written.criterion("AC-IRIS-PREDICT").status == "failed" and written.failures[0].id == "STACK-IRIS-PREDICT"
+
+
+def test_every_section_shows_in_both_pages(factory, tmp_path):
+    """Markdown and HTML draw the same list of sections: a section is in both or in neither."""
+    from reports.evaluation import evaluate
+    from reports.signoff_render import render_html, render_markdown, sections
+    factory.run()
+    factory.inventory()
+    factory.all_passed(skip={"STACK-IRIS-PREDICT"})
+    factory.result("STACK-IRIS-PREDICT", "failed", "[predict] v1 predictions are [0, 0]")
+    doc = evaluate(factory.root)
+    md, page = render_markdown(doc), render_html(doc)
+    titled = [s for s in sections(doc) if s.title]
+    assert len(titled) >= 12
+    for section in titled:
+        assert f"{'#' * section.level} {section.title}\n" in md, section.title
+        assert f"<h{section.level}>{section.title}</h{section.level}>" in page.replace("&#x27;", "'"), section.title
+    assert md.count("\n## ") == page.count("<h2>")
