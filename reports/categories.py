@@ -21,11 +21,13 @@ wins):
 10. Security policy           (tag only: a Secret readable by a default ServiceAccount, an expiring certificate, ...)
 11. Monitoring                (tag only: metrics that do not count the predict calls, no series in Prometheus)
 12. Autoscaling               (tag only: an autoscaler without the InferenceService's bounds and target)
-13. Component not ready       "not ready", "not Available", "0/N ready", "NotReady"
-14. Timeout                   "timed out", "deadline"
-15. Product defect (wrong result)  any other failed test (an AssertionError: wrong prediction, wrong SANs, a request
+13. High availability         (tag only: one replica, one node, a PDB that blocks drains, a stale Lease, a Fail webhook
+                              behind one endpoint)
+14. Component not ready       "not ready", "not Available", "0/N ready", "NotReady"
+15. Timeout                   "timed out", "deadline"
+16. Product defect (wrong result)  any other failed test (an AssertionError: wrong prediction, wrong SANs, a request
                               denied or admitted wrongly)
-16. Test defect               any other broken test (an unexpected exception in the test or a fixture)
+17. Test defect               any other broken test (an unexpected exception in the test or a fixture)
 
 The regexes are written for three engines at once: Allure 2 (Java, `Pattern.matches`: the whole message must match),
 Allure 3 (JavaScript, `RegExp.test`: a search) and Python (`classify`). Hence `[\\s\\S]*` on both sides instead of
@@ -78,6 +80,7 @@ _RULES: tuple[tuple[str, list[str], str | None], ...] = (
     (Category.SECURITY.title, FAILURE_STATUSES, _rule(Category.SECURITY)),
     (Category.MONITORING.title, FAILURE_STATUSES, _rule(Category.MONITORING)),
     (Category.AUTOSCALING.title, FAILURE_STATUSES, _rule(Category.AUTOSCALING)),
+    (Category.AVAILABILITY.title, FAILURE_STATUSES, _rule(Category.AVAILABILITY)),
     # pytest.fail() messages reach Allure as "Failed: <message>".
     (Category.NOT_READY.title, FAILURE_STATUSES, _rule(Category.NOT_READY, _contains(
         r"\b[Nn]ot [Rr]eady\b", r"\bnot Available\b", r"\b0/\d+ ready\b", r"\bNotReady\b"))),

@@ -334,7 +334,7 @@ def evaluate(results_dir: str | Path, stopped: str | None = None, bundle_sha256:
         simulation=run.simulation if run else None, install=run.install if run else None,
         failures=_failures(results, record), evidence=_evidence(record, results), retries=_retries(record),
         run_errors=list(run.errors) if run else [],
-        results=ResultCounts(total=len(outcomes), **{o: counts[o] for o in OUTCOMES}),
+        results=ResultCounts(total=len(outcomes), **{o: counts[o] for o in OUTCOMES}), ha=run.ha if run else None,
         bundle_sha256=bundle_sha256,
         generated=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
     return redacted(doc)

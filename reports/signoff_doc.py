@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from stack.record import (ClusterInfo, Download, Fact, ImageRow, InstallResult, Limitation, NamespaceRow, PodRow,
-                          RunnerInfo, Simulation, SuiteInfo, SupportFinding, to_data)
+from stack.record import (ClusterInfo, Download, Fact, HAPosture, ImageRow, InstallResult, Limitation, NamespaceRow,
+                          PodRow, RunnerInfo, Simulation, SuiteInfo, SupportFinding, to_data)
 from stack.redact import scrub
 
 # A test's outcome: its Allure status, or what the inventory says of a test without a result.
@@ -157,6 +157,7 @@ class SignOff:
     retries: Retries
     run_errors: list[str]
     results: ResultCounts
+    ha: HAPosture | None = None     # the stack's HA posture at the run's end (stack/ha.py), AC-HA required or not
     bundle_sha256: str | None = None
     generated: str | None = None
 

@@ -224,6 +224,25 @@ def _retries(doc: SignOff) -> Section:
     return Section("Retries", blocks)
 
 
+def _availability(doc: SignOff) -> list[Section]:
+    """The HA posture of every run whose profile lists HA workloads; AC-HA judges it where it is required."""
+    if doc.ha is None:
+        return []
+    ha = doc.ha
+    required = next((c.applicable for c in doc.criteria if c.id == "AC-HA"), False)
+    verdict = ("not highly available" if ha.findings else "highly available as the profile's ha: sections "
+               "describe it") + ("" if required else " (AC-HA is not required: evidence only)")
+    blocks: list[Block] = [Paragraph(verdict)]
+    if ha.findings:
+        blocks.append(Bullets(list(ha.findings)))
+    blocks.append(Table(["workload", "Ready/wanted", "nodes", "disruption budgets", "leader Leases", "age"],
+                        [[w.workload, w.replicas, w.nodes, w.budgets, w.leases, w.age] for w in ha.workloads]))
+    blocks.append(Table(["webhook", "failurePolicy", "Service", "ready endpoints", "guards"],
+                        [[x.webhook, x.failure_policy, text(x.service), str(x.ready_endpoints), ", ".join(x.guards)]
+                         for x in ha.webhooks], empty="no webhook configuration read"))
+    return [Section("High availability", blocks)]
+
+
 def _cluster_state(doc: SignOff) -> list[Section]:
     nodes = [[text(n.name), text(n.kubelet_version), text(n.container_runtime), text(n.os_image)]
              for n in doc.cluster.nodes]
@@ -277,7 +296,7 @@ def sections(doc: SignOff) -> list[Section]:
            _retries(doc)]
     if doc.run_errors:
         out.append(Section("Run errors", [Bullets(list(doc.run_errors))]))
-    out += [*_cluster_state(doc), _phases(doc), *_downloads(doc), *_simulation(doc),
+    out += [*_availability(doc), *_cluster_state(doc), _phases(doc), *_downloads(doc), *_simulation(doc),
             Section("Known limitations", [Bullets([f"{x.id}: {x.text}" for x in doc.limitations], ordered=True)
                                           if doc.limitations else Paragraph("none detected")])]
     return out

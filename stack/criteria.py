@@ -71,6 +71,11 @@ CRITERIA: tuple[Criterion, ...] = (
               needs="an authorization_policy in the profile", given="authorization_policy"),
     Criterion("AC-POD-SECURITY", "Predictor containers run as non-root without privilege escalation",
               requires="kserve", needs="a profile that requires it (require: [AC-POD-SECURITY])"),
+    # The stack's own availability: optional (most installs run one replica of each), required by a profile's
+    # require: or a run's --require; the posture is in every sign-off all the same.
+    Criterion("AC-HA", "The stack is highly available: replicas on several nodes, disruption budgets that let a node "
+              "drain, live leader Leases, webhooks behind more than one endpoint",
+              needs="a profile or a run that requires it (require: [AC-HA], or --require AC-HA)"),
     # Autoscaling: what the mode's autoscaler holds for an InferenceService, and the cluster's settings.
     Criterion("AC-AUTOSCALING", "An InferenceService's autoscaling bounds and target are in force", requires="kserve"),
     Criterion("AC-SCALE-TO-ZERO", "An idle InferenceService scales to zero and a request cold-starts it",

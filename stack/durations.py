@@ -29,3 +29,20 @@ def parse_time(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
     except ValueError:
         return None
+
+
+def kubectl_age(created: str | None, now: datetime) -> str:
+    """kubectl-style age of an object created at `created` (RFC 3339): 45s, 5m12s, 42m, 3h5m, 2d; "-" when unset."""
+    when = parse_time(created)
+    if when is None:
+        return "-"
+    s = max(0, int((now - when).total_seconds()))
+    if s < 120:
+        return f"{s}s"
+    if s < 600:
+        return f"{s // 60}m{s % 60}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60}m"
+    return f"{s // 86400}d"

@@ -25,6 +25,7 @@ class Category(str, Enum):
     SECURITY = "security"               # a security policy does not hold: a Secret readable, a certificate expiring
     MONITORING = "monitoring"           # the model's metrics do not count what was served, or Prometheus lacks them
     AUTOSCALING = "autoscaling"         # the autoscaler does not hold the InferenceService's bounds and target
+    AVAILABILITY = "availability"       # the stack is not highly available: one replica, one node, no PDB, a stale Lease
 
     @property
     def title(self) -> str:
@@ -50,6 +51,7 @@ TITLES = {
     Category.SECURITY: "Security policy",
     Category.MONITORING: "Monitoring",
     Category.AUTOSCALING: "Autoscaling",
+    Category.AVAILABILITY: "High availability",
 }
 
 

@@ -105,6 +105,14 @@ def _validate_semantics(data: dict, path: Path | None) -> None:
                            path, f"authorization_policy.rules.{open_rules[0]}")
     if "AC-MESH-AUTHZ" in data.get("require", []) and not rules:
         raise ProfileError("requires AC-MESH-AUTHZ but declares no authorization_policy", path, "require")
+    for name, comp in components.items():
+        deployments = {f"{d['namespace']}/{d['name']}" for d in comp["inventory"].get("deployments", [])}
+        for index, entry in enumerate(comp.get("ha", [])):
+            if entry["workload"] not in deployments:
+                raise ProfileError(f"{entry['workload']} is not a Deployment of the component's inventory", path,
+                                   f"components.{name}.ha.{index}.workload")
+    if "AC-HA" in data.get("require", []) and not any(comp.get("ha") for comp in components.values()):
+        raise ProfileError("requires AC-HA but no component lists its HA workloads under ha:", path, "require")
     if "AC-MONITORS" in data.get("require", []) and not data.get("monitors"):
         raise ProfileError("requires AC-MONITORS but declares no monitors: list them under monitors:", path, "require")
     if "kserve" in components and "iris" not in data:
@@ -144,6 +152,30 @@ class MonitorRef(NamedTuple):
 
 
 @dataclass(frozen=True)
+class LeaseRef:
+    namespace: str
+    name: str               # a name, or a pattern with `*` (Knative's buckets: `controller.*`)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class HAWorkload:
+    """One workload a profile's `ha:` section lists (AC-HA, stack/ha.py)."""
+    component: str
+    namespace: str
+    name: str
+    replicas: int
+    leases: tuple[LeaseRef, ...] = ()
+    why: str | None = None          # upstream's words, as the profile cites them
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Component:
     name: str
     data: dict
@@ -163,6 +195,16 @@ class Component:
         return [WorkloadRef(kind, w["namespace"], w["name"], w.get("replicas", 1), w.get("data_path", True))
                 for kind, key in (("Deployment", "deployments"), ("DaemonSet", "daemonsets"))
                 for w in inv.get(key, [])]
+
+    @property
+    def ha_workloads(self) -> list[HAWorkload]:
+        """The workloads its `ha:` section says must be highly available (AC-HA)."""
+        out = []
+        for entry in self.data.get("ha", []):
+            namespace, name = entry["workload"].split("/", 1)
+            leases = tuple(LeaseRef(*ref.split("/", 1)) for ref in entry.get("leases", []))
+            out.append(HAWorkload(self.name, namespace, name, entry["replicas"], leases, entry.get("why")))
+        return out
 
     @property
     def helm_releases(self) -> list[dict]:
@@ -216,6 +258,13 @@ class Profile:
             raise ProfileError(f"is not valid YAML: {e}", path) from None
         return cls(data, path)
 
+    def requiring(self, criteria: list[str]) -> "Profile":
+        """This profile with more optional criteria required (the run's --require), validated as its own `require:`."""
+        extra = [c for c in criteria if c not in self.required_criteria]
+        if not extra:
+            return self
+        return Profile({**self.data, "require": [*self.data.get("require", []), *extra]}, self.path)
+
     @property
     def name(self) -> str:
         return self.data["name"]
@@ -268,6 +317,10 @@ class Profile:
     def required_criteria(self) -> frozenset[str]:
         """The optional criteria this profile's sign-off requires (`require:`)."""
         return frozenset(self.data.get("require", []))
+
+    def ha_workloads(self) -> list[HAWorkload]:
+        """Every component's `ha:` workloads (AC-HA), in install order."""
+        return [w for component in self.install_order() for w in component.ha_workloads]
 
     @property
     def monitors(self) -> list[MonitorRef]:

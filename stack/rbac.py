@@ -46,8 +46,10 @@ ROLEBINDING_NAME = "kstack-verifier-workspace"
 # when the profile has that CRD (a profile without Istio needs no Gateway dry-run).
 BUILTIN_GROUPS = frozenset({"", "apps", "autoscaling", "apiextensions.k8s.io", "admissionregistration.k8s.io",
                             "rbac.authorization.k8s.io", "authorization.k8s.io", "authentication.k8s.io"})
-# Groups only AC-MONITORS reads, and only where the profile declares monitors (their CRDs are no component's).
-MONITOR_GROUPS = frozenset({"monitoring.coreos.com", "discovery.k8s.io"})
+# Groups only some areas read: AC-MONITORS where the profile declares monitors (their CRDs are no component's), the HA
+# posture (stack/ha.py) where the profile lists HA workloads.
+AREA_GROUPS = {"monitoring.coreos.com": ("monitors",), "discovery.k8s.io": ("monitors", "ha"),
+               "policy": ("ha",), "coordination.k8s.io": ("ha",)}
 SSR_VERSIONS = ("authentication.k8s.io/v1", "authentication.k8s.io/v1beta1", "authentication.k8s.io/v1alpha1")
 BIND_SECONDS = 10   # a new RoleBinding reaches the authorizer's cache within milliseconds; this bounds the wait
 
@@ -121,8 +123,9 @@ class Manifest:
 
 
 def _needed_by(profile: Profile, p: Permission) -> bool:
-    if p.group in MONITOR_GROUPS:
-        return bool(profile.monitors)
+    if p.group in AREA_GROUPS:
+        used = {"monitors": bool(profile.monitors), "ha": bool(profile.ha_workloads())}
+        return any(used[area] for area in AREA_GROUPS[p.group])
     if p.group in BUILTIN_GROUPS:
         return True
     crds = {c["name"] for _, c in profile.inventory("crds")}

@@ -272,6 +272,34 @@ class Limitation:
 
 
 @dataclass
+class HAWorkloadRow:
+    """One workload of the HA posture table (stack/ha.py), as the run saw it at its end."""
+    workload: str                    # namespace/name
+    replicas: str                    # Ready of wanted: "1/2", or "absent"
+    nodes: str                       # the nodes of its Ready Pods
+    budgets: str                     # PodDisruptionBudgets over it, with what they allow now
+    leases: str                      # leader Leases, their holders and when they were renewed
+    age: str                         # of its oldest Ready Pod
+
+
+@dataclass
+class HAWebhookRow:
+    webhook: str                     # Kind/configuration webhook
+    failure_policy: str
+    service: str | None
+    ready_endpoints: int
+    guards: list[str]
+
+
+@dataclass
+class HAPosture:
+    """The stack's HA posture (every run records it; AC-HA judges it where required) and what is not HA in it."""
+    workloads: list[HAWorkloadRow] = field(default_factory=list)
+    webhooks: list[HAWebhookRow] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+
+
+@dataclass
 class CriterionApplicability:
     id: str
     title: str
@@ -302,6 +330,7 @@ class RunRecord:
     support: SupportFinding | None = None             # the cluster's Kubernetes outside the profile's tested range
     suite: SuiteInfo = field(default_factory=SuiteInfo)
     runner: RunnerInfo = field(default_factory=RunnerInfo)
+    ha: HAPosture | None = None                       # None: no profile HA section, or not read
     schema_version: int = SCHEMA_VERSION
 
 

@@ -63,6 +63,8 @@ def test_twin_fault_needs_the_twin():
     (("--cert-window-days", "-1"), "--cert-window-days must be zero or more days, got -1.0"),
     (("--prometheus-url", "prometheus:9090"), "--prometheus-url must be an http:// or https:// URL"),
     (("--verifier-subject", "alice"), "--verifier-subject: 'alice' is not User:NAME or ServiceAccount:NAMESPACE/NAME"),
+    (("--require", "AC-CRDS"), "--require AC-CRDS: profile"),                  # not optional: always required
+    (("--require", "AC-MONITORS"), "requires AC-MONITORS but declares no monitors"),
 ])
 def test_a_bad_security_or_monitoring_option_is_one_clear_error(args, message):
     out = run_pytest("suites/acceptance", *args, env=NO_DOCKER, timeout=60)

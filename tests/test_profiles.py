@@ -166,9 +166,9 @@ def test_the_admission_probes_name_no_image_of_a_deleted_registry(name):
 
 
 @pytest.mark.parametrize("name, not_applicable", [
-    ("seed", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-POD-SECURITY"}),
-    ("latest", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ"}),
-    ("latest-standard", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-ISTIO",
+    ("seed", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-POD-SECURITY", "AC-HA"}),
+    ("latest", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-HA"}),
+    ("latest-standard", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-HA", "AC-ISTIO",
                          "AC-KNATIVE", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}),
 ])
 def test_each_shipped_profile_says_which_criteria_apply_without_anything_given(name, not_applicable):
@@ -199,3 +199,26 @@ def test_collection_marks_the_tests_of_criteria_that_do_not_apply_not_run_with_t
     assert list(zero.stash.values()) == ["not applicable: the profile has no knative"]
     assert list(s3.stash.values()) == ["not applicable: optional, and it needs an S3 store (KSTACK_S3_*)"]
     assert both.stash == {}
+
+
+def test_a_run_may_require_an_optional_criterion_as_the_profiles_require_would():
+    """--require AC-HA: the seed profile's ha: sections make it apply; a profile without any cannot require it."""
+    from stack.criteria import applicability
+    seed = Profile.load("seed")
+    assert not applicability(seed.facts())["AC-HA"][0]
+    required = seed.requiring(["AC-HA"])
+    assert applicability(required.facts())["AC-HA"] == (True, None) and "AC-HA" not in seed.required_criteria
+    bare = {**seed.data, "components": {n: {k: v for k, v in c.items() if k != "ha"}
+                                        for n, c in seed.data["components"].items()}}
+    with pytest.raises(ProfileError, match="requires AC-HA but no component lists its HA workloads under ha:"):
+        Profile(bare).requiring(["AC-HA"])
+    with pytest.raises(ProfileError, match="AC-CRDS is not an optional criterion"):
+        seed.requiring(["AC-CRDS"])
+
+
+def test_an_ha_workload_must_be_a_deployment_of_its_components_inventory():
+    seed = Profile.load("seed")
+    data = {**seed.data, "components": {**seed.data["components"], "kserve": {
+        **seed.data["components"]["kserve"], "ha": [{"workload": "kserve/no-such", "replicas": 2, "why": "x"}]}}}
+    with pytest.raises(ProfileError, match="kserve/no-such is not a Deployment of the component's inventory"):
+        Profile(data)

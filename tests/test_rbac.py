@@ -83,16 +83,28 @@ def test_a_profile_needs_no_permission_on_a_component_it_does_not_have(manifest)
     assert {p.group for p in workspace} >= {"networking.istio.io", "serving.knative.dev"}
 
 
-def test_the_monitor_permissions_are_needed_only_where_the_profile_declares_monitors(manifest):
+def _without_ha(profile: Profile) -> dict:
+    components = {name: {k: v for k, v in comp.items() if k != "ha"} for name, comp in profile.data["components"].items()}
+    return {**profile.data, "components": components}
+
+
+def test_the_area_permissions_are_needed_only_where_the_profile_uses_the_area(manifest):
+    """Monitors' permissions where the profile declares monitors, the HA posture's where it lists HA workloads."""
     seed = Profile.load("seed")
-    cluster_wide, _ = rbac.needed(manifest, seed)
-    assert not [p for p in cluster_wide if p.group in rbac.MONITOR_GROUPS]
-    data = dict(seed.data, monitors=[{"kind": "PodMonitor", "namespace": "kserve", "name": "kserve"}])
-    cluster_wide, _ = rbac.needed(manifest, Profile(data))
-    assert {(p.verb, p.group, p.resource) for p in cluster_wide if p.group in rbac.MONITOR_GROUPS} == {
+    bare = _without_ha(seed)
+    cluster_wide, _ = rbac.needed(manifest, Profile(bare))
+    assert not [p for p in cluster_wide if p.group in rbac.AREA_GROUPS]
+    monitored = dict(bare, monitors=[{"kind": "PodMonitor", "namespace": "kserve", "name": "kserve"}])
+    cluster_wide, _ = rbac.needed(manifest, Profile(monitored))
+    assert {(p.verb, p.group, p.resource) for p in cluster_wide if p.group in rbac.AREA_GROUPS} == {
         ("get", "monitoring.coreos.com", "servicemonitors"), ("get", "monitoring.coreos.com", "podmonitors"),
         ("list", "discovery.k8s.io", "endpointslices")}
     assert rbac.Permission("list", "", "services") in cluster_wide
+    assert seed.ha_workloads()
+    cluster_wide, _ = rbac.needed(manifest, seed)
+    assert {(p.verb, p.group, p.resource) for p in cluster_wide if p.group in rbac.AREA_GROUPS} == {
+        ("list", "policy", "poddisruptionbudgets"), ("get", "coordination.k8s.io", "leases"),
+        ("list", "coordination.k8s.io", "leases"), ("list", "discovery.k8s.io", "endpointslices")}
 
 
 def test_rules_match_as_rbac_matches_them():

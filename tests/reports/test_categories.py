@@ -69,6 +69,8 @@ TAGGED = [
      "Monitoring"),
     ("failed", "stack.failures.CheckFailure: [autoscaling] PodAutoscaler ns/x: max-scale is None, expected '3'",
      "Autoscaling"),
+    ("failed", "stack.failures.CheckFailure: [availability] kserve/kserve-controller-manager: 1 Ready replica(s), not "
+               "ready enough for HA", "High availability"),
 ]
 
 
@@ -76,7 +78,8 @@ def test_exact_category_names_in_order():
     assert list(CATEGORY_NAMES) == [
         "Infrastructure", "Image pull", "Webhook/TLS not ready", "Install failure", "Crash loop",
         "CRD missing or not Established", "Permission denied (RBAC)", "Certificate issuance", "InferenceService or prediction",
-        "Security policy", "Monitoring", "Autoscaling", "Component not ready", "Timeout", "Product defect (wrong result)", "Test defect"]
+        "Security policy", "Monitoring", "Autoscaling", "High availability", "Component not ready", "Timeout",
+        "Product defect (wrong result)", "Test defect"]
     assert {title(c.value) for c in Category} <= set(CATEGORY_NAMES)
     assert [c["name"] for c in categories()] == list(CATEGORY_NAMES)
     for c in categories():

@@ -509,3 +509,25 @@ def test_every_section_shows_in_both_pages(factory, tmp_path):
         assert f"{'#' * section.level} {section.title}\n" in md, section.title
         assert f"<h{section.level}>{section.title}</h{section.level}>" in page.replace("&#x27;", "'"), section.title
     assert md.count("\n## ") == page.count("<h2>")
+
+
+def test_the_ha_posture_is_in_every_sign_off_and_says_whether_ac_ha_counted(factory, tmp_path):
+    posture = {"workloads": [{"workload": "kserve/kserve-controller-manager", "replicas": "1/2", "nodes": "node-1",
+                              "budgets": "none", "leases": "kserve/kserve-controller-manager-leader-lock: "
+                              "kserve-controller-manager-7d4b55b658-c42m9_1f2e (renewed 4 s ago)", "age": "130d"}],
+               "webhooks": [{"webhook": "ValidatingWebhookConfiguration/inferenceservice.serving.kserve.io x",
+                             "failure_policy": "Fail", "service": "kserve/kserve-webhook-server-service",
+                             "ready_endpoints": 1, "guards": ["serving.kserve.io/inferenceservices"]}],
+               "findings": ["kserve/kserve-controller-manager: 1 Ready replica(s), fewer than the 2 HA needs"]}
+    factory.run(ha=posture)
+    factory.inventory()
+    factory.all_passed()
+    doc, md, html_text = _written(factory, tmp_path)
+    assert doc["verdict"] == "PASS" and doc["ha"]["findings"] == posture["findings"]     # evidence, not a verdict
+    assert "not highly available (AC-HA is not required: evidence only)" in md
+    assert "- kserve/kserve-controller-manager: 1 Ready replica(s), fewer than the 2 HA needs" in md
+    assert "| kserve/kserve-controller-manager | 1/2 | node-1 | none |" in md
+    assert "<h2>High availability</h2>" in html_text and "<td>130d</td>" in html_text
+    factory.run()          # a run record without a posture (an older run, or a profile without ha:): no section
+    _, md, _ = _written(factory, tmp_path)
+    assert "## High availability" not in md
