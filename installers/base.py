@@ -1,11 +1,13 @@
 """The Addon contract (one per component, Kong KTF shape) and the generic profile-driven Addon that installs a
-component from its helm releases, release manifests and patches (the InstallContext every step receives is
+component from its helm releases, release manifests, the profile's own objects and patches (the InstallContext every step receives is
 installers/context.py).
 
 Components differ by data (profile `install`, `inventory`, `readiness_gates`, `version_probe`); the few behaviours
 that really differ live in installers/addons.py.
 """
 from __future__ import annotations
+
+import copy
 
 from installers import helm, manifests
 from installers.context import InstallContext, InstallError, gate
@@ -51,6 +53,10 @@ class Addon:
             ctx.step = f"manifest {manifests.manifest_label(manifest)}"
             self.before_manifest(ctx, index, manifest, deadline)
             manifests.apply_manifest(ctx, self.name, manifest, deadline)
+        if self.component.objects:
+            ctx.step = "the profile's objects"
+            manifests.apply_objects(ctx, self.name, copy.deepcopy(self.component.objects), deadline,
+                                    "the profile's objects")
         if self.component.patches:
             ctx.step = "before patches"
             self.before_patches(ctx, deadline)
@@ -106,6 +112,8 @@ class Addon:
         """Remove what install created (the objects of its manifests and releases), nothing else; idempotent."""
         gone_namespaces: list[str] = []
         gone_crds: list[str] = []
+        if self.component.objects:
+            manifests.delete_objects(ctx, self.name, copy.deepcopy(self.component.objects), "the profile's objects")
         for manifest in reversed(self.component.manifests):
             ns, crds = manifests.delete_manifest(ctx, self.name, manifest)
             gone_namespaces += ns

@@ -195,6 +195,21 @@ def findings(posture: Posture, now: datetime | None = None) -> list[Finding]:
     return out + [f for w in posture.webhooks for f in webhook_findings(w)]
 
 
+def _leases_text(ref: LeaseRef, seen: tuple[LeaseSeen, ...], pods: tuple[PodSeen, ...], now: datetime) -> str:
+    """One Lease: its holder and when it was renewed; a pattern's Leases (Knative's buckets): how many, held by
+    which Pods, renewed at most how long ago."""
+    if not seen:
+        return f"{ref}: absent"
+    ages = [max(0.0, a) for a in (_age(lease.renewed, now) for lease in seen) if a is not None]
+    renewed = f" (renewed {max(ages):.0f} s ago)" if ages else ""
+    if len(seen) == 1:
+        return f"{seen[0].ref}: {seen[0].holder or 'no holder'}{renewed}"
+    holders = sorted({(holder_pod(lease.holder, pods) or PodSeen(lease.holder or "no holder", None, False, False,
+                                                                 None)).name for lease in seen})
+    return f"{ref}: {len(seen)} Leases held by {', '.join(holders)}" + (
+        f" (renewed at most {max(ages):.0f} s ago)" if ages else "")
+
+
 def record_of(posture: Posture, now: datetime | None = None) -> HAPosture:
     """The posture as the run record keeps it (the sign-off's table): workload, Ready replicas of wanted, nodes,
     budgets, Lease holders (renewed how long ago), age of its oldest Ready Pod; the webhooks; the findings."""
@@ -203,10 +218,7 @@ def record_of(posture: Posture, now: datetime | None = None) -> HAPosture:
     for w in posture.workloads:
         ready = w.ready_pods
         budgets = "; ".join(f"{b.name} ({b.rule}, allows {b.disruptions_allowed})" for b in w.budgets) or "none"
-        leases = "; ".join(f"{ref}: absent" if not seen else "; ".join(
-            f"{lease.ref}: {lease.holder or 'no holder'}"
-            + (f" (renewed {_age(lease.renewed, now):.0f} s ago)" if lease.renewed else "") for lease in seen)
-            for ref, seen in w.leases.items()) or "—"
+        leases = "; ".join(_leases_text(ref, seen, w.pods, now) for ref, seen in w.leases.items()) or "—"
         oldest = min((p.created for p in ready if p.created), default=None)
         rows.append(HAWorkloadRow(w.spec.ref, f"{len(ready)}/{w.spec.replicas}" if w.found else "absent",
                                   ", ".join(sorted(w.spread(HOSTNAME_KEY))) or "none", budgets, leases,

@@ -215,6 +215,10 @@ class Component:
         return self.data["install"].get("manifests", [])
 
     @property
+    def objects(self) -> list[dict]:
+        return self.data["install"].get("objects", [])
+
+    @property
     def patches(self) -> list[dict]:
         return self.data["install"].get("patches", [])
 

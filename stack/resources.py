@@ -2,7 +2,8 @@
 
 The scheduler places a pod only where its requests fit into the node's allocatable CPU and memory; a kind node is a
 container, so its allocatable is the Docker host's CPUs and memory. The sum is: the node's own pods
-(`kind.node_requests`), each inventory workload's pod requests (`requests`, times its replicas), and the Iris
+(`kind.node_requests`, and `kind.worker_requests` per worker), each inventory workload's pod requests (`requests`,
+times the replicas the profile installs: its floor, or its `ha:` replicas where it requires AC-HA), and the Iris
 predictor pod (its container requests plus `iris.sidecar_requests`, or `iris.init_requests` if larger, as the
 scheduler computes a pod's effective request).
 """
@@ -74,12 +75,19 @@ def _pair(requests: dict | None) -> tuple[int, int]:
 def stack_requests(profile) -> StackRequests:
     total = StackRequests()
     total.add("kind node", *_pair(profile.kind.get("node_requests")))
+    workers = profile.kind.get("workers", 0)
+    if workers:
+        c, m = _pair(profile.kind.get("worker_requests"))
+        total.add(f"{workers} kind worker(s)", c * workers, m * workers)
+    # A profile that requires AC-HA installs its ha: replicas (its values and patches say so); the inventory's
+    # `replicas` is the floor every install keeps.
+    ha = {w.ref: w.replicas for w in profile.ha_workloads()} if "AC-HA" in profile.required_criteria else {}
     for comp in profile.install_order():
         cpu = memory = 0
         for key in ("deployments", "daemonsets"):
             for w in comp.inventory.get(key, []):
                 c, m = _pair(w.get("requests"))
-                replicas = w.get("replicas", 1)
+                replicas = max(w.get("replicas", 1), ha.get(f"{w['namespace']}/{w['name']}", 0))
                 cpu, memory = cpu + c * replicas, memory + m * replicas
         total.add(comp.name, cpu, memory)
     iris = profile.data.get("iris")

@@ -90,6 +90,9 @@ def test_every_profile_passes_on_the_twin(shared_runs, shared_twins, profile):
     assert statuses(doc)["AC-MONITORS"] == "not-run"    # optional, and the profile declares no monitors
     assert statuses(doc)["AC-MESH-MTLS"] == "not-run"   # optional, and the profile does not require it
     assert statuses(doc)["AC-MESH-AUTHZ"] == "not-run"  # optional, and the profile declares no authorization policy
+    # latest installs the stack HA and requires AC-HA; every profile's sign-off shows the posture all the same
+    assert statuses(doc)["AC-HA"] == ("passed" if profile == "latest" else "not-run")
+    assert doc["ha"]["workloads"] and ("## High availability" in run.signoff_md())
     for fmt in ("signoff.md", "signoff.html"):
         assert "SIMULATED" in (run.out / fmt).read_text()[:3000]
     if profile == "latest-standard":
@@ -175,6 +178,45 @@ def test_each_fault_fails_exactly_its_criteria_with_its_category(shared_runs, sh
     assert run.health == [], f"{fault} left: {run.health}"
 
 
+# Availability faults (AC-HA) on latest, the profile installed HA: each fails AC-HA alone, naming what it broke.
+HA_FAULTS = {
+    "single-replica:knative-serving/controller": ("knative-serving/controller", {"replicas", "spread"}),
+    "single-replica:cert-manager/cert-manager-webhook": (
+        "cert-manager/cert-manager-webhook", {"replicas", "spread", "webhook"}),
+    "one-node:kserve/kserve-controller-manager": ("kserve/kserve-controller-manager", {"spread"}),
+    "pdb-blocks:knative-serving/activator-pdb": ("knative-serving/activator", {"budget"}),
+    "lease-stale:kube-system/cert-manager-controller": ("cert-manager/cert-manager", {"lease"}),
+}
+ASPECT_WORDS = {"replicas": "Ready replica(s), fewer than", "spread": "its Ready Pods run on 1 node",
+                "budget": "allows no disruption now", "lease": "which is no Pod of",
+                "webhook": "a single point of failure for admission"}
+
+
+def availability_fault_run(shared_runs, shared_twins, fault: str) -> Run:
+    return shared_runs.get(f"ha-fault-{fault}", lambda folder: shared_twins("latest").run(
+        folder, [fault], "--timeout-scale", "0.05"))
+
+
+@pytest.mark.parametrize("fault", sorted(HA_FAULTS))
+def test_each_availability_fault_fails_exactly_ac_ha_naming_what_it_broke(shared_runs, shared_twins, fault):
+    run = availability_fault_run(shared_runs, shared_twins, fault)
+    doc = run.doc
+    failed = {c for c, s in statuses(doc).items() if s == "failed"}
+    assert failed == {"AC-HA"}, f"{fault}: failed {sorted(failed)}\n{run.output[-4000:]}"
+    assert all(c["status"] == "passed" for c in doc["criteria"] if c["applicable"] and c["id"] != "AC-HA"), \
+        [(c["id"], c["status"]) for c in doc["criteria"] if c["applicable"]]
+    assert Category.AVAILABILITY.title in recorded_categories(doc)
+    subject, aspects = HA_FAULTS[fault]
+    # its own workload, and (a webhook's server scaled down) the webhook configurations it serves; nothing else
+    named = (subject,) + (("ValidatingWebhookConfiguration/cert-manager-webhook",
+                           "MutatingWebhookConfiguration/cert-manager-webhook") if "webhook" in aspects else ())
+    findings = doc["ha"]["findings"]
+    assert findings and all(f.startswith(named) for f in findings), findings
+    for aspect in aspects:
+        assert any(ASPECT_WORDS[aspect] in f for f in findings), (aspect, findings)
+    assert run.health == [], f"{fault} left: {run.health}"
+
+
 def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_cause(shared_runs, shared_twins):
     """KServe's controller cannot pull its image (latest): the Iris checks and KServe's admission check fail FAILED
     (not broken), blocked by AC-KSERVE-CONTROLLER, filed under Image pull, naming the image, in every output."""
@@ -183,7 +225,8 @@ def test_checks_that_need_a_broken_controller_are_blocked_by_it_with_its_root_ca
     got = statuses(doc)
     failed = {c for c, s in got.items() if s == "failed"}
     assert failed == {"AC-ALL-READY", "AC-KSERVE-CONTROLLER", "AC-WEBHOOKS", "AC-IRIS-PREDICT", "AC-IRIS-S3",
-                      "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT", "AC-POD-SECURITY"}, \
+                      "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT", "AC-POD-SECURITY",
+                      "AC-HA"}, \
         f"{sorted(failed)}: {[(f['id'], f['message'][:300]) for f in doc['failures']]}"
     assert all(got[c] == "passed" for c in ALL - failed), got
     iris = [f for f in doc["failures"] if "AC-IRIS-PREDICT" in f["criteria"]]

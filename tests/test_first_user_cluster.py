@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.twin, pytest.mark.xdist_group("first-user")]
 # Deployment is absent), and every criterion whose checks serve a model through the stack (blocked by it). Nothing
 # else: the webhooks, certificates, CRDs, security and the other components pass as they run.
 GATEWAY_BLOCKS = {"AC-IRIS-PREDICT", "AC-METRICS", "AC-AUTOSCALING", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}
-EXPECTED_FAILED = {"AC-ALL-READY", "AC-ISTIO"} | GATEWAY_BLOCKS
+# And AC-HA, which the run requires (--require AC-HA): one replica of everything, all on one worker.
+EXPECTED_FAILED = {"AC-ALL-READY", "AC-ISTIO", "AC-HA"} | GATEWAY_BLOCKS
 RUN_SECONDS = 600          # the issue's bound for a run on this scenario: beyond it the run is stopped and fails
 
 
@@ -43,7 +44,8 @@ def run(tmp_path_factory) -> Run:
         started = time.monotonic()
         # No KSTACK_INGRESS_URL: the cluster has no gateway to give one for.
         result = run_suite(workdir / "run", "--cluster", "existing", "--kubeconfig", str(workdir / "verifier.kubeconfig"),
-                           "--context", "kstack-verifier", "--profile", "seed", env={"KSTACK_INGRESS_URL": ""},
+                           "--context", "kstack-verifier", "--profile", "seed", "--require", "AC-HA",
+                           env={"KSTACK_INGRESS_URL": ""},
                            timeout=RUN_SECONDS)
         result.seconds = time.monotonic() - started
         print(f"first-user run: {result.seconds:.0f} s, verdict {result.doc['verdict']}")
@@ -75,6 +77,30 @@ def test_the_missing_gateway_is_named_at_once_and_blocks_every_check_that_serves
     assert blocked <= set(seconds), sorted(blocked - set(seconds))
     slow = {t: seconds[t] for t in blocked if seconds[t] > 30}
     assert not slow, slow
+
+
+def test_ac_ha_names_each_single_point_of_failure_and_nothing_the_twin_made_up(run):
+    """Required with --require AC-HA: every workload of the seed profile's ha: sections is named (one Ready replica,
+    one node; the gateway absent), the budgets that block a drain (istiod's chart PDB and Knative's 80% ones over one
+    replica), every Fail webhook behind one endpoint; and no Lease finding: each leader holds and renews its Lease
+    from a Ready Pod, on this cluster too."""
+    from stack.profile import Profile
+    (failure,) = run.failures_of("AC-HA")
+    assert failure["category"] == Category.AVAILABILITY.title and failure["category_source"] == "recorded"
+    findings = run.doc["ha"]["findings"]
+    named = {f.split(": ", 1)[0] for f in findings}
+    assert {w.ref for w in Profile.load("seed").ha_workloads()} <= named, findings
+    assert "istio-system/istio-ingressgateway: the Deployment is absent" in findings
+    for budget in ("istiod (minAvailable 1, 1 of 1 Pods healthy)", "activator-pdb (minAvailable 80%, 1 of 1 Pods healthy)"):
+        assert any(budget in f for f in findings), budget
+    assert any("ValidatingWebhookConfiguration/inferenceservice.serving.kserve.io" in f and "1 ready endpoint" in f
+               for f in findings), findings
+    assert not [f for f in findings if "Lease" in f], [f for f in findings if "Lease" in f]
+    leases = {w["workload"]: w["leases"] for w in run.doc["ha"]["workloads"]}
+    assert "kserve/kserve-controller-manager-leader-lock: kserve-controller-manager-" in \
+        leases["kserve/kserve-controller-manager"]          # the real controller's <hostname>_<uuid>: its Pod's name
+    assert "-external-cert-manager-controller (renewed" in leases["cert-manager/cert-manager"]
+    assert "## High availability\n\nnot highly available\n" in run.signoff_md()
 
 
 def test_old_restarts_are_evidence_not_a_crash_loop(run):

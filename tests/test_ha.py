@@ -153,6 +153,8 @@ def test_an_ha_stack_has_no_finding_and_its_posture_is_the_evidence_table():
     assert kserve.leases == ("kserve/kserve-controller-manager-leader-lock: kserve-controller-manager-6b9f-abcde_4f1c-9a"
                              " (renewed 3 s ago)")
     assert kserve.age == "90d"
+    assert posture.workloads[1].leases == ("knative-serving/controller.*: 2 Leases held by controller-7c8d-aaaaa, "
+                                           "controller-7c8d-bbbbb (renewed at most 3 s ago)")
     assert posture.webhooks[0].ready_endpoints == 2 and posture.webhooks[0].guards == ["serving.kserve.io/inferenceservices"]
     assert posture.findings == []
 

@@ -167,7 +167,7 @@ def test_the_admission_probes_name_no_image_of_a_deleted_registry(name):
 
 @pytest.mark.parametrize("name, not_applicable", [
     ("seed", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-POD-SECURITY", "AC-HA"}),
-    ("latest", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-HA"}),
+    ("latest", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ"}),     # it requires AC-HA
     ("latest-standard", {"AC-IRIS-S3", "AC-PROMQL", "AC-MONITORS", "AC-MESH-MTLS", "AC-MESH-AUTHZ", "AC-HA", "AC-ISTIO",
                          "AC-KNATIVE", "AC-SCALE-TO-ZERO", "AC-SCALE-OUT"}),
 ])

@@ -14,16 +14,19 @@ SIMULATED_LABEL = "kstack.io/simulated"
 COREDNS = "v1.11.1"        # kind v0.30's CoreDNS (kubeadm 1.34's constants.CoreDNSVersion is v1.12.x; kind pins)
 
 
-def node(name: str, kubernetes_version: str) -> dict:
-    """The node kind creates: control plane role, no taint (kind removes it on single-node clusters)."""
+def node(name: str, kubernetes_version: str, role: str = "control-plane", tainted: bool = False) -> dict:
+    """A node kind creates: its control plane (tainted NoSchedule only beside workers: kind removes the taint on a
+    single node, pkg/cluster/internal/create/actions/kubeadminit/init.go @v0.20.0), or a worker."""
     labels = {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-              "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-              "node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/exclude-from-external-load-balancers": "",
-              "type": "kwok", SIMULATED_LABEL: "true"}
+              "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok", SIMULATED_LABEL: "true"}
+    if role == "control-plane":
+        labels.update({"node-role.kubernetes.io/control-plane": "",
+                       "node.kubernetes.io/exclude-from-external-load-balancers": ""})
     # An 8-CPU, 16 GiB node: the profiles' stacks fit with room (the seed stack requests about 3.1 CPUs), so
     # scheduling is real but never the bottleneck of a self-test.
     capacity = {"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"}
-    return {"apiVersion": "v1", "kind": "Node",
+    spec = {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]} if tainted else {}
+    return {"apiVersion": "v1", "kind": "Node", "spec": spec,
             "metadata": {"name": name, "labels": labels, "annotations": dict(NODE_ANNOTATION)},
             "status": {"capacity": capacity, "allocatable": capacity,
                        "nodeInfo": {"kubeletVersion": kubernetes_version, "kubeProxyVersion": kubernetes_version,
@@ -31,6 +34,12 @@ def node(name: str, kubernetes_version: str) -> dict:
                                     "containerRuntimeVersion": "kwok://none (simulated, no container runtime)",
                                     "osImage": "KWOK fake node (twin)", "operatingSystem": "linux",
                                     "architecture": "amd64"}}}
+
+
+def node_names(workers: int, control_plane: str) -> list[str]:
+    """The control plane, then kind's names for its workers: <cluster>-worker, <cluster>-worker2, ..."""
+    prefix = control_plane.removesuffix("-control-plane")
+    return [control_plane] + [f"{prefix}-worker{'' if i == 1 else i}" for i in range(1, workers + 1)]
 
 
 def kind_objects(kubernetes_version: str) -> list[dict]:
@@ -69,8 +78,11 @@ def kind_objects(kubernetes_version: str) -> list[dict]:
                      "metadata": {"name": name, "namespace": "kube-system", "labels": labels},
                      "spec": {"selector": {"matchLabels": selector},
                               "template": {"metadata": {"labels": labels},
+                                           # every node, tainted or not: kubeadm's kube-proxy and kind's kindnet
+                                           # tolerate everything (operator: Exists)
                                            "spec": {"serviceAccountName": name, "hostNetwork": True,
                                                     "priorityClassName": "system-node-critical",
+                                                    "tolerations": [{"operator": "Exists"}],
                                                     "nodeSelector": {"kubernetes.io/os": "linux"},
                                                     "containers": [{"name": name if name != "kindnet"
                                                                     else "kindnet-cni", "image": image}]}}}})

@@ -43,8 +43,11 @@ KUBE_PROXY = ("kube-system", "kube-proxy")
 
 
 class Catalog:
-    def __init__(self, profile, binaries: dict[str, Path], profile_path: Path):
+    def __init__(self, profile, binaries: dict[str, Path], profile_path: Path, proxy_node: str | None = None):
         self.profile = profile
+        # kube-proxy's NodePorts: every twin node shares the host's network namespace and address, so one process
+        # (the Pod on this node) serves them for all; the DaemonSet's other Pods are simulated (KWOK's Ready).
+        self.proxy_node = proxy_node
         self.binaries = binaries
         self.profile_path = profile_path
         self.workloads: dict[tuple[str, str], str] = {}   # (namespace, workload) -> component
@@ -73,7 +76,8 @@ class Catalog:
         ns = pod["metadata"]["namespace"]
         workload = workload_of(pod)
         if (ns, workload) == KUBE_PROXY:
-            return self._standin("kubeproxy", None)
+            on_proxy_node = self.proxy_node is None or pod["spec"].get("nodeName") == self.proxy_node
+            return self._standin("kubeproxy", None) if on_proxy_node else None
         component = self.workloads.get((ns, workload))
         if component is None:
             return None

@@ -89,6 +89,8 @@ class Twin:
         # A cluster as someone left it (twin/scenarios.py), applied once after the handover, never undone.
         self.scenario = find_scenario(scenario, self.profile) if scenario else None
         self.fault_set = FaultSet(self.faults, dormant=True)
+        # kind's nodes for the profile: its control plane and `kind.workers` workers (twin/bootstrap.py)
+        self.node_names = bootstrap.node_names(self.profile.kind.get("workers", 0), NODE_NAME)
         self.preinstalled = preinstalled
         self.context = "twin"
         self._workdir_arg = Path(workdir) if workdir else None
@@ -242,8 +244,8 @@ class Twin:
                 self._bootstrap(binaries)
             restarting = self._mark_restored_processes_not_ready() if self.restored else []
             cp.start_kwok()
-            catalog = Catalog(self.profile, binaries, self.profile.path)
-            self.kubelet = ProcessKubelet(admin=self.admin, node_name=NODE_NAME, netns=self.netns,
+            catalog = Catalog(self.profile, binaries, self.profile.path, proxy_node=NODE_NAME)
+            self.kubelet = ProcessKubelet(admin=self.admin, node_names=self.node_names, netns=self.netns,
                                           workdir=self.workdir, catalog=catalog, api_url=cp.url,
                                           ca_file=cp.ca_file, faults_file=self.faults_file,
                                           model_pods=ModelPods(self))
@@ -364,9 +366,11 @@ class Twin:
         again. Written before the kubelet starts, so any Ready seen afterwards is the kubelet's (else the first
         checks of a run pass on readiness that nothing backs, then fail against the webhooks still starting)."""
         from twin.kubelet import mark_not_ready
-        pods, _ = self.admin.list("v1", "Pod", field_selector=f"spec.nodeName={NODE_NAME}")
+        pods, _ = self.admin.list("v1", "Pod")
         marked = []
         for pod in pods:
+            if pod["spec"].get("nodeName") not in self.node_names:
+                continue
             if (pod["metadata"].get("annotations") or {}).get(kwok.KUBELET_ANNOTATION) == "process":
                 mark_not_ready(self.admin, pod)
                 marked.append((pod["metadata"]["namespace"], pod["metadata"]["name"]))
@@ -408,7 +412,10 @@ class Twin:
         for stage in kwok.lifecycle_stages(binaries["kwok/stages"], MODEL_POD_LABEL):
             self.admin.create(stage)
         version = self.controlplane.version.get("gitVersion", "")
-        self.admin.create(bootstrap.node(NODE_NAME, version))
+        workers = len(self.node_names) > 1
+        self.admin.create(bootstrap.node(NODE_NAME, version, tainted=workers))
+        for name in self.node_names[1:]:
+            self.admin.create(bootstrap.node(name, version, role="worker"))
         for obj in bootstrap.kind_objects(version):
             self.admin.apply(obj, "kind")
 
@@ -421,10 +428,11 @@ class Twin:
 
     def _wait_cluster_ready(self, deadline: float) -> None:
         from twin.waits import wait_object
-        wait_object(self.admin, "v1", "Node", NODE_NAME, None,
-                    lambda o: any(c.get("type") == "Ready" and c.get("status") == "True"
-                                  for c in (o or {}).get("status", {}).get("conditions") or []),
-                    deadline - time.monotonic(), f"node {NODE_NAME} Ready")
+        for name in self.node_names:
+            wait_object(self.admin, "v1", "Node", name, None,
+                        lambda o: any(c.get("type") == "Ready" and c.get("status") == "True"
+                                      for c in (o or {}).get("status", {}).get("conditions") or []),
+                        deadline - time.monotonic(), f"node {name} Ready")
         # kube-controller-manager's serviceaccount controller creates it: pods of `default` can be created after.
         wait_object(self.admin, "v1", "ServiceAccount", "default", "default", lambda o: o is not None,
                     deadline - time.monotonic(), "ServiceAccount default/default")

@@ -24,6 +24,11 @@ KINDS = {
     "autoscaler-missing": (None, "Knative makes no PodAutoscaler for a Revision"),
     "scale-to-zero-stuck": (None, "Knative's autoscaler never scales a revision below one replica"),
     "mtls-permissive": (None, "the mesh-wide PeerAuthentication is PERMISSIVE: sidecars take plaintext"),
+    # The stack's availability (AC-HA), as operators leave it:
+    "single-replica": ("NS/DEPLOYMENT", "the Deployment is scaled to 1 replica (`kubectl scale --replicas=1`)"),
+    "one-node": ("NS/DEPLOYMENT", "the Deployment's Pods are pinned to one node (a nodeSelector on its hostname)"),
+    "pdb-blocks": ("NS/PDB", "the PodDisruptionBudget's minAvailable is raised to 100%: it allows no disruption"),
+    "lease-stale": ("NS/LEASE", "the Lease's holder is a Pod that is gone, and no candidate takes it over"),
     # The S3 settings the twin hands over (its S3 store's) as a user could get them wrong:
     "s3-wrong-credentials": (None, "the S3 secret key handed over is not the store's"),
     "s3-no-bucket": (None, "the S3 URI handed over names a bucket the store does not have"),
@@ -90,13 +95,22 @@ def parse_fault(spec: str, profile=None) -> Fault:
 
 
 def _check_target(kind: str, target: str, profile) -> None:
-    if kind in ("crashloop", "imagepull", "scaled-down"):
+    if kind in ("crashloop", "imagepull", "scaled-down", "single-replica", "one-node"):
         known = sorted({f"{w['namespace']}/{w['name']}" for _, w in profile.inventory("deployments")})
         if "/" not in target:
             raise FaultSpecError(f"twin fault {kind} needs NS/DEPLOYMENT, got {target!r}")
         if target not in known:
             raise FaultSpecError(f"twin fault {kind}:{target}: profile {profile.name!r} has no Deployment "
                                  f"{target}; it has: {', '.join(known)}")
+    elif kind in ("pdb-blocks", "lease-stale"):
+        if "/" not in target:
+            raise FaultSpecError(f"twin fault {kind} needs {KINDS[kind][0]}, got {target!r}")
+        if kind == "lease-stale":
+            from twin.standins.leader import ELECTIONS
+            held = sorted({name for e in ELECTIONS.values() for name in e.names})
+            if target.split("/", 1)[1] not in held:
+                raise FaultSpecError(f"twin fault lease-stale:{target}: no stand-in of the twin holds that Lease; "
+                                     f"they hold: {', '.join(held)}")
     elif kind == "crd-missing":
         known = sorted({c["name"] for _, c in profile.inventory("crds")})
         if target not in known:

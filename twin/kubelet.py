@@ -64,9 +64,10 @@ class Running:
 
 
 class ProcessKubelet:
-    def __init__(self, *, admin: Kube, node_name: str, netns, workdir: Path, catalog, api_url: str, ca_file: Path,
-                 faults_file: Path, model_pods=None):
-        self.admin, self.node_name, self.netns = admin, node_name, netns
+    def __init__(self, *, admin: Kube, node_names: list[str], netns, workdir: Path, catalog, api_url: str,
+                 ca_file: Path, faults_file: Path, model_pods=None):
+        # Every node of the twin: their Pods' processes all run on this host, in the twin's network namespace.
+        self.admin, self.node_names, self.netns = admin, frozenset(node_names), netns
         self.workdir = Path(workdir) / "pods"
         self.catalog, self.api_url, self.ca_file = catalog, api_url, ca_file
         self.model_pods = model_pods
@@ -75,7 +76,7 @@ class ProcessKubelet:
         self.failures: list[str] = []                             # processes that exited on their own
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
-        self._pods = Informer(admin, "v1", "Pod", self._on_pod, field_selector=f"spec.nodeName={node_name}")
+        self._pods = Informer(admin, "v1", "Pod", self._on_pod)
         self._secrets = Informer(admin, "v1", "Secret", self._on_volume_source)
         self._configmaps = Informer(admin, "v1", "ConfigMap", self._on_volume_source)
         self._thread = threading.Thread(target=self._sync_loop, daemon=True, name="twin-kubelet")
@@ -108,7 +109,8 @@ class ProcessKubelet:
     # -- events (informer threads) -> work queue ---------------------------------------------------------------------
 
     def _on_pod(self, event_type: str, pod: dict) -> None:
-        self._queue.put(("pod", event_type, pod))
+        if (pod.get("spec") or {}).get("nodeName") in self.node_names:     # bound to one of the twin's nodes
+            self._queue.put(("pod", event_type, pod))
 
     def _on_volume_source(self, event_type: str, obj: dict) -> None:
         if self.running or self._awaiting_volumes:
@@ -204,7 +206,7 @@ class ProcessKubelet:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(pod_dir), "KUBECONFIG": str(kubeconfig),
                "TMPDIR": str(pod_dir / "tmp"),
                "POD_NAME": meta["name"], "POD_NAMESPACE": meta["namespace"], "POD_IP": pod["status"]["podIP"],
-               "NODE_NAME": self.node_name, "TWIN_VOLUMES": str(volumes),
+               "NODE_NAME": pod["spec"]["nodeName"], "TWIN_VOLUMES": str(volumes),
                "KUBERNETES_SERVICE_HOST": self.api_url.split("//", 1)[1].rsplit(":", 1)[0],
                "KUBERNETES_SERVICE_PORT": self.api_url.rsplit(":", 1)[1],
                "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1",
@@ -230,8 +232,9 @@ class ProcessKubelet:
         log_path = pod_dir / "logs" / f"{container['name']}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
-            proc = self.netns.spawn(argv, mounts=mounts, network=self._network(pod), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=pod_dir)
+            proc = self.netns.spawn(argv, mounts=mounts, network=self._network(pod), env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=pod_dir,
+                                    hostname=meta["name"] if spec.in_cluster else None)
         self.running[(uid, container["name"])] = Running(uid, container["name"], proc, time.monotonic(),
                                                          restarts, log_path, ready_file=ready_file)
         self._pod_of[uid] = pod
@@ -406,7 +409,7 @@ class ProcessKubelet:
     # -- what a kubelet gives a container -------------------------------------------------------------------------------
 
     def _container_env(self, pod: dict, container: dict) -> dict[str, str]:
-        return container_env(self.admin, pod, container, self.node_name)
+        return container_env(self.admin, pod, container, pod["spec"]["nodeName"])
 
     def _missing_volume_sources(self, pod: dict, container: dict) -> list[str]:
         """The Secrets and ConfigMaps the container mounts that do not exist (and are not optional), from the

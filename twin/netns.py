@@ -190,13 +190,16 @@ class NetNamespace:
             conn.close()
 
     def spawn(self, argv: list[str], mounts: list[tuple[str, str]] = (), network: "PodNetwork | None" = None,
-              nice: int = 0, **popen_kwargs) -> subprocess.Popen:
+              nice: int = 0, hostname: str | None = None, **popen_kwargs) -> subprocess.Popen:
         """Start a process inside the namespace; it dies with this process (and so never outlives the twin).
 
         `mounts` (host directory, path in the process) are bind-mounted in a mount namespace of the process's own,
         as kubelet mounts a Pod's volumes: a private tmpfs is laid over the path's top directory (/tmp, /run) first,
         so nothing is created on the host and the process sees only its own files there. `nice` changes its CPU
         priority (negative: before the machine's other processes; without the right to, it stays as it was).
+        `hostname`: the process gets a UTS namespace of its own with this hostname, as a container runtime gives a
+        Pod's containers the Pod's name (what `os.Hostname()` answers in client-go's and controller-runtime's leader
+        election identities).
         """
         if self._ns_fd is None:
             raise NetnsError("the namespace is not created")
@@ -210,6 +213,10 @@ class NetNamespace:
                 raise OSError(ctypes.get_errno(), "setns into the twin's network namespace failed")
             if plan:
                 _mount_volumes(plan, stage)
+            if hostname:
+                name = hostname.encode()
+                _check(_libc.unshare(_CLONE_NEWUTS), "unshare(CLONE_NEWUTS)")
+                _check(_libc.sethostname(name, len(name)), "sethostname")
             if nice:
                 try:
                     os.nice(nice)
@@ -241,6 +248,7 @@ class NetNamespace:
 
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWUTS = 0x04000000
 _MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 4096, 8192, 16384, 1 << 18
 OVERLAID = ("/tmp", "/run", "/var/run")     # top directories a mounted path may live under
 

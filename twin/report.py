@@ -71,7 +71,8 @@ def simulation(twin) -> Simulation:
     if any(not s.upstream for s in install_sources(twin.profile)):
         out.limitations.append(Limitation("twin-synthesised-manifests", "install sources not available offline are "
                                           "synthesised from the profile inventory, with one broad ClusterRole per "
-                                          "component instead of upstream's RBAC"))
+                                          "component instead of upstream's RBAC; of a Helm chart's values only the "
+                                          "replicas and PodDisruptionBudgets are read (twin/seed.py)"))
     if twin.profile.has("istio"):
         out.limitations.append(Limitation("twin-simulated-sidecars", "AC-MESH-MTLS and AC-MESH-AUTHZ are judged "
                                           "against the twin's sidecar stand-in, not Envoy: it models "
@@ -79,6 +80,11 @@ def simulation(twin) -> Simulation:
                                           "and a few conditions, and intercepts only model Pods' inbound ports"))
     out.limitations.append(Limitation("twin-no-containers", "no container runs: images are never pulled and Pods "
                                       "without a process of the twin are Ready without their probes"))
+    if len(twin.node_names) > 1:
+        out.limitations.append(Limitation("twin-nodes-share-a-host", f"the twin's {len(twin.node_names)} nodes are KWOK "
+                                          "nodes of one host: the real scheduler spreads Pods over them, but their "
+                                          "processes share the host's CPU and one network address, so a node's loss "
+                                          "or drain is never simulated"))
     if twin.scenario is not None:
         out.limitations += list(twin.scenario.limitations)
     return out

@@ -21,7 +21,8 @@ INJECT_CA_FROM_SECRET = "cert-manager.io/inject-ca-from-secret"
 # the order `helm install` (and a sensible kubectl apply) creates things in
 _KIND_ORDER = ["Namespace", "CustomResourceDefinition", "ServiceAccount", "Secret", "ConfigMap", "ClusterRole",
                "ClusterRoleBinding", "Role", "RoleBinding", "Service", "DaemonSet", "Deployment", "Issuer",
-               "ClusterIssuer", "Certificate", "ClusterServingRuntime", "Gateway", "MutatingWebhookConfiguration",
+               "ClusterIssuer", "Certificate", "ClusterServingRuntime", "Gateway", "HorizontalPodAutoscaler",
+               "PodDisruptionBudget", "MutatingWebhookConfiguration",
                "ValidatingWebhookConfiguration"]
 
 
@@ -240,7 +241,7 @@ def _workload(comp, item: dict, kind: str, services: list[dict], version_label: 
     spec: dict = {"selector": {"matchLabels": selector},
                   "template": {"metadata": {"labels": labels}, "spec": pod_spec}}
     if kind == "Deployment":
-        spec = {"replicas": item.get("replicas", 1), **spec}
+        spec = {"replicas": _chart_replicas(comp, name) or item.get("replicas", 1), **spec}
     return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": ns, "labels": meta_labels},
             "spec": spec}
 
@@ -445,6 +446,7 @@ def _knative_extras(profile, comp, preinstalled: bool, version_label: str | None
                               "labels": dict(labels, **{"app.kubernetes.io/component": "net-istio",
                                                         "networking.knative.dev/ingress-provider": "istio"})},
                  "data": {"_example": "# defaults apply\n"}})
+    objs += _knative_availability(comp, labels)
     istio_crds = {c["name"] for _, c in profile.inventory("crds")}
     gateway = profile.gateway or {"namespace": "istio-system", "name": "istio-ingressgateway"}
     selector = {"istio": gateway["name"][len("istio-"):] if gateway["name"].startswith("istio-") else gateway["name"]}
@@ -461,6 +463,101 @@ def _knative_extras(profile, comp, preinstalled: bool, version_label: str | None
                      "spec": {"selector": selector, "servers": [{"port": {"number": 8081, "name": "http",
                                                                           "protocol": "HTTP"}, "hosts": ["*"]}]}})
     return objs
+
+
+def _pdb(namespace: str, name: str, selector: dict, rule: dict, labels: dict | None = None) -> dict:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": namespace, **({"labels": labels} if labels else {})},
+            "spec": {**rule, "selector": {"matchLabels": selector}}}
+
+
+def _hpa(namespace: str, name: str, low: int, high: int, labels: dict) -> dict:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"minReplicas": low, "maxReplicas": high,
+                     "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": 100}}}]}}
+
+
+def _knative_availability(comp, labels: dict) -> list[dict]:
+    """config/core/deployments/activator-hpa.yaml and webhook-hpa.yaml (the same at knative-v1.11.0 and v1.23.0):
+    HPA activator 1..20 and webhook 1..5 at 100% CPU, PDBs activator-pdb and webhook-pdb with minAvailable 80%."""
+    ns = "knative-serving"
+    names = {item["name"] for item in comp.inventory.get("deployments") or [] if item["namespace"] == ns}
+    out = []
+    for name, high in (("activator", 20), ("webhook", 5)):
+        if name in names:
+            out.append(_hpa(ns, name, 1, high, dict(labels, **{"app.kubernetes.io/component": name})))
+            out.append(_pdb(ns, f"{name}-pdb", {"app": name}, {"minAvailable": "80%"},
+                            dict(labels, **{"app.kubernetes.io/component": name})))
+    return out
+
+
+def _values(comp, release: str) -> dict:
+    return next((r.get("values") or {} for r in comp.helm_releases if r["release"] == release), {})
+
+
+def _chart_replicas(comp, deployment: str) -> int | None:
+    """The replicas a component's chart gives a Deployment for the profile's values (None: the chart's default, or
+    not a chart of these): cert-manager's replicaCount, webhook.replicaCount, cainjector.replicaCount
+    (deploy/charts/cert-manager values.yaml); istiod's HPA floor autoscaleMin (top-level from 1.28, pilot.* before;
+    replicaCount without autoscaling) and the gateway's autoscaling.minReplicas (replicaCount without autoscaling),
+    the HPA's floor being the count it keeps with no CPU metrics on kind."""
+    if comp.name == "cert-manager":
+        values = _values(comp, "cert-manager")
+        key = {"cert-manager": None, "cert-manager-webhook": "webhook", "cert-manager-cainjector": "cainjector"}
+        if deployment in key:
+            return ((values.get(key[deployment]) or {}) if key[deployment] else values).get("replicaCount")
+    if comp.name == "istio" and deployment == "istiod":
+        values = _values(comp, "istiod")
+        merged = {**(values.get("pilot") or {}), **{k: v for k, v in values.items() if k != "pilot"}}
+        return merged.get("autoscaleMin") if merged.get("autoscaleEnabled", True) else merged.get("replicaCount")
+    if comp.name == "istio" and deployment == "istio-ingressgateway":
+        values = _values(comp, "istio-ingressgateway")
+        scaling = values.get("autoscaling") or {}
+        return scaling.get("minReplicas") if scaling.get("enabled", True) else values.get("replicaCount")
+    return None
+
+
+def _chart_budgets(comp) -> list[dict]:
+    """The PodDisruptionBudgets the components' Helm charts render for the profile's values:
+    - cert-manager deploy/charts/cert-manager templates/{,webhook-,cainjector-}poddisruptionbudget.yaml (v1.13.0,
+      v1.21.1): with `podDisruptionBudget.enabled` (and webhook., cainjector.), minAvailable or maxUnavailable as
+      given, else minAvailable 1;
+    - Istio istio-discovery templates/poddisruptionbudget.yaml: PDB istiod with minAvailable 1 whenever
+      global.defaultPodDisruptionBudget.enabled (default true) up to 1.27, and from 1.28 only with autoscaleMin > 1
+      (or replicaCount > 1 without autoscaling: kubernetes/kubernetes#93476's workaround);
+    - Istio gateway templates/poddisruptionbudget.yaml: with a non-empty `podDisruptionBudget` value, its spec (from
+      1.28 only beside more than one replica).
+    Selectors as the charts' (cert-manager's app.kubernetes.io/name+instance+component; istiod app+istio; the
+    gateway.s app and istio labels, _helpers.tpl selectorLabels)."""
+    out = []
+    if comp.name == "cert-manager":
+        values = _values(comp, "cert-manager")
+        for key, part, component in ((None, "cert-manager", "controller"), ("webhook", "webhook", "webhook"),
+                                     ("cainjector", "cainjector", "cainjector")):
+            budget = ((values.get(key) or {}) if key else values).get("podDisruptionBudget") or {}
+            if budget.get("enabled"):
+                rule = {k: budget[k] for k in ("minAvailable", "maxUnavailable") if k in budget} or {"minAvailable": 1}
+                name = "cert-manager" if key is None else f"cert-manager-{key}"
+                out.append(_pdb("cert-manager", name, {"app.kubernetes.io/name": part,
+                                                       "app.kubernetes.io/instance": "cert-manager",
+                                                       "app.kubernetes.io/component": component}, rule))
+    if comp.name == "istio":
+        minor = _version_tuple(comp.version)[:2]
+        istiod = _values(comp, "istiod")
+        pilot = istiod.get("pilot") or {}
+        low = istiod.get("autoscaleMin", pilot.get("autoscaleMin", 1))
+        if minor < (1, 28) or int(low) > 1:
+            out.append(_pdb("istio-system", "istiod", {"app": "istiod", "istio": "pilot"}, {"minAvailable": 1}))
+        gateway = _values(comp, "istio-ingressgateway")
+        budget = gateway.get("podDisruptionBudget") or {}
+        replicas = int((gateway.get("autoscaling") or {}).get("minReplicas", gateway.get("replicaCount", 1)))
+        if budget and (minor < (1, 28) or replicas > 1):
+            out.append(_pdb("istio-system", "istio-ingressgateway", {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+                            dict(budget)))
+    return out
 
 
 def _namespace(comp, name: str, version_label: str | None) -> dict:
@@ -524,6 +621,7 @@ def inventory_objects(profile, component_name: str, preinstalled: bool = False) 
         objs.extend(_kserve_extras(profile, comp, entries))
     if comp.name == "knative":
         objs.extend(_knative_extras(profile, comp, preinstalled, version_label))
+    objs.extend(_chart_budgets(comp))
     for entry in entries:
         objs.append(webhook_configuration(comp, entry))
     return sorted(objs, key=_order)

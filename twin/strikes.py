@@ -369,6 +369,118 @@ def _set_api_faults(twin, _fault: Fault = None, _state=None) -> None:
     twin.api.faults.no_self_subject_review = twin.fault_set.has("no-selfsubjectreview")
 
 
+# -- the stack's availability (AC-HA) ---------------------------------------------------------------------------------
+
+HA_FAULT_ANNOTATION = "kstack.io/twin-fault"     # on what an availability fault changed, until it is undone
+STALE_HOLDER = "twin-fault-gone-pod_0"           # a holder identity no Pod of any node has
+
+
+def _strike_one_replica(twin, fault: Fault) -> int | None:
+    """`kubectl scale --replicas=1`; handed over once the others are gone. Returns the replicas to scale back to."""
+    dep = twin.admin.get("apps/v1", "Deployment", fault.name, fault.namespace)
+    if dep is None:
+        return None
+    before = int((dep.get("spec") or {}).get("replicas", 1))
+    twin.admin.patch("apps/v1", "Deployment", fault.name, fault.namespace, {
+        "metadata": {"annotations": {HA_FAULT_ANNOTATION: f"{fault.kind}, from {before}"}}})
+    twin.admin.patch("apps/v1", "Deployment", fault.name, fault.namespace, {"spec": {"replicas": 1}},
+                     subresource="scale")
+    twin.wait_deployment_ready(fault.namespace, fault.name, ROLLOUT_SECONDS)
+    return before
+
+
+def _undo_one_replica(twin, fault: Fault, replicas: int | None) -> None:
+    if replicas is None:
+        return
+    twin.admin.patch("apps/v1", "Deployment", fault.name, fault.namespace, {
+        "metadata": {"annotations": {HA_FAULT_ANNOTATION: None}}, "spec": {"replicas": replicas}})
+    twin.wait_deployment_ready(fault.namespace, fault.name, ROLLOUT_SECONDS)
+
+
+def _strike_one_node(twin, fault: Fault) -> bool:
+    """A nodeSelector on one worker's hostname in the Pod template: the rollout puts every replica there."""
+    dep = twin.admin.get("apps/v1", "Deployment", fault.name, fault.namespace)
+    if dep is None:
+        return False
+    node = twin.node_names[-1]
+    patched = twin.admin.patch("apps/v1", "Deployment", fault.name, fault.namespace, {
+        "metadata": {"annotations": {HA_FAULT_ANNOTATION: fault.kind}},
+        "spec": {"template": {"spec": {"nodeSelector": {"kubernetes.io/hostname": node}}}}})
+    twin.wait_deployment_ready(fault.namespace, fault.name, ROLLOUT_SECONDS,
+                               generation=int(patched["metadata"].get("generation") or 0))
+    return True
+
+
+def _undo_one_node(twin, fault: Fault, struck: bool) -> None:
+    if not struck:
+        return
+    patched = twin.admin.patch("apps/v1", "Deployment", fault.name, fault.namespace, {
+        "metadata": {"annotations": {HA_FAULT_ANNOTATION: None}},
+        "spec": {"template": {"spec": {"nodeSelector": {"kubernetes.io/hostname": None}}}}})
+    twin.wait_deployment_ready(fault.namespace, fault.name, ROLLOUT_SECONDS,
+                               generation=int(patched["metadata"].get("generation") or 0))
+
+
+def _strike_pdb(twin, fault: Fault) -> dict | None:
+    """minAvailable 100% (kubernetes/website configure-pdb.md: "you are requiring zero voluntary evictions"); the
+    disruption controller then says disruptionsAllowed 0. Returns the spec to put back."""
+    pdb = twin.admin.get("policy/v1", "PodDisruptionBudget", fault.name, fault.namespace)
+    if pdb is None:
+        return None
+    rule = {k: pdb["spec"].get(k) for k in ("minAvailable", "maxUnavailable")}
+    twin.admin.patch("policy/v1", "PodDisruptionBudget", fault.name, fault.namespace, {
+        "metadata": {"annotations": {HA_FAULT_ANNOTATION: fault.kind}},
+        "spec": {"minAvailable": "100%", "maxUnavailable": None}})
+    wait_object(twin.admin, "policy/v1", "PodDisruptionBudget", fault.name, fault.namespace,
+                lambda o: o is not None and (o.get("status") or {}).get("disruptionsAllowed") == 0
+                and (o.get("status") or {}).get("observedGeneration") == o["metadata"].get("generation"),
+                ROLLOUT_SECONDS, f"PodDisruptionBudget {fault.target} allowing no disruption")
+    return rule
+
+
+def _undo_pdb(twin, fault: Fault, rule: dict | None) -> None:
+    if rule is None:
+        return
+    twin.admin.patch("policy/v1", "PodDisruptionBudget", fault.name, fault.namespace, {
+        "metadata": {"annotations": {HA_FAULT_ANNOTATION: None}}, "spec": rule})
+
+
+def _strike_lease(twin, fault: Fault) -> dict | None:
+    """Its leader's Pod is gone and its candidates hang (the stand-ins' electors skip it while the fault is in the
+    faults file): the Lease names a holder no Pod has, last renewed ten durations ago."""
+    lease = twin.admin.get("coordination.k8s.io/v1", "Lease", fault.name, fault.namespace)
+    if lease is None:
+        return None
+    duration = int((lease.get("spec") or {}).get("leaseDurationSeconds") or 60)
+    renewed = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=10 * duration)
+    stamp = renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    twin.admin.patch("coordination.k8s.io/v1", "Lease", fault.name, fault.namespace, {
+        "spec": {"holderIdentity": STALE_HOLDER, "renewTime": stamp, "acquireTime": stamp}})
+    return lease
+
+
+def _undo_lease(twin, fault: Fault, lease: dict | None) -> None:
+    """The candidates take the expired Lease over within their retry period once the fault file drops it."""
+    if lease is None:
+        return
+    wait_object(twin.admin, "coordination.k8s.io/v1", "Lease", fault.name, fault.namespace,
+                lambda o: o is not None and (o.get("spec") or {}).get("holderIdentity") not in (None, "", STALE_HOLDER),
+                ROLLOUT_SECONDS, f"Lease {fault.target} taken over by a candidate")
+
+
+def _availability_left(twin) -> list[str]:
+    out = []
+    for kind, api in (("Deployment", "apps/v1"), ("PodDisruptionBudget", "policy/v1")):
+        for obj in twin.admin.list(api, kind)[0]:
+            mark = (obj["metadata"].get("annotations") or {}).get(HA_FAULT_ANNOTATION)
+            if mark:
+                out.append(f"{kind} {obj['metadata']['namespace']}/{obj['metadata']['name']} still carries {mark}")
+    for lease in twin.admin.list("coordination.k8s.io/v1", "Lease")[0]:
+        if (lease.get("spec") or {}).get("holderIdentity") == STALE_HOLDER:
+            out.append(f"Lease {lease['metadata']['namespace']}/{lease['metadata']['name']} is held by {STALE_HOLDER}")
+    return out
+
+
 # -- the registry -----------------------------------------------------------------------------------------------------
 
 STRIKES: dict[str, Strike] = {
@@ -391,6 +503,10 @@ STRIKES: dict[str, Strike] = {
     "autoscaler-missing": Strike(),
     "scale-to-zero-stuck": Strike(),
     "mtls-permissive": Strike(_strike_permissive, _undo_permissive, _permissive_left),
+    "single-replica": Strike(_strike_one_replica, _undo_one_replica, _availability_left),
+    "one-node": Strike(_strike_one_node, _undo_one_node, _availability_left),
+    "pdb-blocks": Strike(_strike_pdb, _undo_pdb, _availability_left),
+    "lease-stale": Strike(_strike_lease, _undo_lease, _availability_left),
     # The S3 settings handed over (twin.s3_settings) follow the active faults; nothing strikes the store.
     "s3-wrong-credentials": Strike(),
     "s3-no-bucket": Strike(),

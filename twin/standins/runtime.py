@@ -149,6 +149,12 @@ class Kube:
         meta = obj.get("metadata") or {}
         return self.resource(obj["apiVersion"], obj["kind"]).create(body=obj, namespace=meta.get("namespace")).to_dict()
 
+    def replace(self, obj: dict) -> dict:
+        """An update (PUT) carrying the object's resourceVersion: refused with 409 when it changed meanwhile."""
+        meta = obj.get("metadata") or {}
+        return self.resource(obj["apiVersion"], obj["kind"]).replace(body=obj, name=meta["name"],
+                                                                    namespace=meta.get("namespace")).to_dict()
+
     def apply(self, obj: dict, manager: str, force: bool = True) -> dict:
         meta = obj.get("metadata") or {}
         return self.resource(obj["apiVersion"], obj["kind"]).server_side_apply(
@@ -489,8 +495,14 @@ def listen_address() -> str:
     return pod_env("POD_IP")
 
 
+FIRST_ELECTION_SECONDS = 5.0    # a lone replica takes a free or expired Lease in its first attempt
+
+
 def run(start: Callable[[threading.Event], None], name: str) -> int:
-    """Configure logging, call `start(stop)`, then block until SIGTERM/SIGINT sets `stop`."""
+    """Configure logging, take part in the component's leader elections (twin/standins/leader.py, by `name`), call
+    `start(stop)` (where the component's controllers wait for leadership: once it leads), then block until
+    SIGTERM/SIGINT sets `stop`. A follower is Ready all the same, as a replica that waits for its Lease is."""
+    from twin.standins import leader
     logging.basicConfig(stream=sys.stdout, level=os.environ.get("TWIN_LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s %(levelname)s {name}: %(message)s")
     stop = threading.Event()
@@ -498,14 +510,37 @@ def run(start: Callable[[threading.Event], None], name: str) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("starting (pod %s/%s, ip %s)", os.environ.get("POD_NAMESPACE"), os.environ.get("POD_NAME"),
              os.environ.get("POD_IP"))
-    start(stop)
+    electors = leader.elect(Kube(), name, stop, faults=faults)
+    if electors and leader.ELECTIONS[name].gates:
+        leading = _first_leadership(electors, stop, FIRST_ELECTION_SECONDS)
+        if leading:
+            start(stop)
+        else:
+            log.info("a follower: the controllers start once this replica leads")
+            threading.Thread(target=lambda: _first_leadership(electors, stop, None) and start(stop), daemon=True,
+                             name="await-leadership").start()
+    else:
+        start(stop)
     ready = os.environ.get("TWIN_READY_FILE")
     if ready:     # serving: the kubelet turns the Pod Ready (what a readiness probe would find)
         with open(ready, "w") as f:
             f.write("ready\n")
     stop.wait()
     log.info("stopping")
+    for elector in electors:
+        if elector.leading.is_set() and elector.election.release_on_cancel:
+            elector.release()
     return 0
+
+
+def _first_leadership(electors, stop: threading.Event, timeout: float | None) -> bool:
+    """Whether this replica leads one of its elections within `timeout` (None: until `stop`)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        if any(e.leading.is_set() for e in electors):
+            return True
+        stop.wait(0.05)
+    return any(e.leading.is_set() for e in electors)
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
