@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import fnmatch
 import logging
 import ssl
 from dataclasses import dataclass
@@ -460,9 +461,18 @@ def _strike_lease(twin, fault: Fault) -> dict | None:
 
 
 def _undo_lease(twin, fault: Fault, lease: dict | None) -> None:
-    """The candidates take the expired Lease over within their retry period once the fault file drops it."""
+    """As an operator after a hung election: the fault gone from the faults file, `kubectl rollout restart` of the
+    workload whose Lease it is (its hung candidates would otherwise find another leader and exit, as client-go's
+    leaders do), then a candidate takes the expired Lease."""
     if lease is None:
         return
+    for w in twin.profile.ha_workloads():
+        if any(ref.namespace == fault.namespace and fnmatch.fnmatchcase(fault.name, ref.name) for ref in w.leases):
+            dep = twin.admin.get("apps/v1", "Deployment", w.name, w.namespace)
+            labels = (dep or {}).get("spec", {}).get("selector", {}).get("matchLabels") or {}
+            if labels:
+                _replace_pods(twin, w.namespace, ",".join(f"{k}={v}" for k, v in labels.items()))
+                twin.wait_deployment_ready(w.namespace, w.name, ROLLOUT_SECONDS)
     wait_object(twin.admin, "coordination.k8s.io/v1", "Lease", fault.name, fault.namespace,
                 lambda o: o is not None and (o.get("spec") or {}).get("holderIdentity") not in (None, "", STALE_HOLDER),
                 ROLLOUT_SECONDS, f"Lease {fault.target} taken over by a candidate")
