@@ -510,7 +510,8 @@ def run(start: Callable[[threading.Event], None], name: str) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("starting (pod %s/%s, ip %s)", os.environ.get("POD_NAMESPACE"), os.environ.get("POD_NAME"),
              os.environ.get("POD_IP"))
-    electors = leader.elect(Kube(), name, stop, faults=faults)
+    # Only a component that elects needs the API here (a model Pod's sidecar has no kubeconfig of its own).
+    electors = leader.elect(Kube(), name, stop, faults=faults) if name in leader.ELECTIONS else []
     if electors and leader.ELECTIONS[name].gates:
         leading = _first_leadership(electors, stop, FIRST_ELECTION_SECONDS)
         if leading:
