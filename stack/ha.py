@@ -16,8 +16,9 @@ component holds):
 And every webhook of the profile's webhook configurations whose failurePolicy is Fail (the v1 default) has at least
 two ready endpoints behind its Service: with one, a single Pod's restart or drain stops admission of what it guards.
 
-`posture(kube, profile)` reads what the cluster shows (`Posture`, with the evidence table's rows); `findings(posture,
-now)` says what is not highly available, each finding naming its workload or webhook. Nothing here changes the cluster.
+`read_posture(kube, profile)` reads what the cluster shows (`Posture`); `findings(posture, now)` says what is not highly
+available, each finding naming its workload or webhook; `record_of(posture)` is what the run record keeps (the sign-off's
+table and the findings). Nothing here changes the cluster.
 """
 from __future__ import annotations
 

@@ -95,6 +95,7 @@ def test_release_on_cancel_lets_another_take_over_at_once():
     spec = store.leases[("knative-serving", "controller.x.00-of-01")]["spec"]
     assert spec["holderIdentity"] == "" and spec["leaseDurationSeconds"] == 1
     assert elector(store, "controller-b_2").try_acquire_or_renew()
+    assert store.leases[("knative-serving", "controller.x.00-of-01")]["spec"]["leaseTransitions"] == 1
 
 
 def test_each_component_elects_with_its_own_names_and_identity(monkeypatch):

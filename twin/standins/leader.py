@@ -13,7 +13,8 @@ names, identities and timings (`ELECTIONS`, cited per component).
   an election whose `gates` is set (cert-manager's controller and cainjector, Knative's controllers); a webhook
   serves on every replica (only its certificate reconciler elects). A leader that loses its Lease exits, as
   client-go's OnStoppedLeading does in cert-manager (klog.Fatal) and controller-runtime (os.Exit); the kubelet
-  restarts it.
+  restarts it. (Knative demotes a bucket and keeps running; its stand-ins exit instead, the one way they have to
+  stop reconciling: a restart where Knative would show none.)
 
 The identity uses the Pod's hostname, which a container runtime sets to the Pod's name (POD_NAME here: the twin's
 stand-ins share the host's UTS namespace).
@@ -134,8 +135,8 @@ class Elector:
             return False             # someone else leads, and renewed within its duration
         if holder == self.identity:
             spec.update(acquireTime=have.get("acquireTime") or now, leaseTransitions=have.get("leaseTransitions") or 0)
-        else:
-            spec["leaseTransitions"] = (have.get("leaseTransitions") or 0) + (1 if holder else 0)
+        else:       # client-go counts a transition whenever the taker is not the recorded holder (a released one too)
+            spec["leaseTransitions"] = (have.get("leaseTransitions") or 0) + 1
         lease["spec"] = {**have, **spec}
         self.kube.replace(lease)     # the read resourceVersion: a concurrent winner makes this a 409
         return True
